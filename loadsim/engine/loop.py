@@ -1,0 +1,162 @@
+"""The engine: one absolute-time loop over windows, open model, batched.
+
+Each window ``[t0, t1)`` the engine waits until ``t1`` on its clock, draws the
+window's arrivals, samples all their outcomes in one call, records what
+happened at start, adds the executions to the in-flight set and records every
+send due by ``t1``. Arrivals never wait for completions; when more than
+``max_in_flight`` sends are in flight, new arrivals are dropped and counted,
+never queued. At the end, sends in flight get ``grace`` seconds to finish;
+what is still in flight then is counted as abandoned, not lost silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from loadsim.arrivals import Arrivals
+from loadsim.engine.clock import Clock
+from loadsim.engine.inflight import InFlight
+from loadsim.engine.seeds import RunRandom
+from loadsim.model.controller import ControllerHeartbeat
+from loadsim.model.sampler import Executions, OutcomeModel
+from loadsim.plan import RunPlan
+from loadsim.sinks.health import HealthMetrics
+from loadsim.sinks.relay_metrics import RelayMetrics
+from loadsim.sinks.summary import RunSummary
+from loadsim.types import Sink, WindowObserver
+
+_NO_STARTS = Executions(
+    cls=np.empty(0, dtype=np.int8), latency=np.empty(0, dtype=np.float64), done_at=np.empty(0, dtype=np.float64)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a run ended."""
+
+    run_seconds: float
+    """Run time reached by the schedule (not counting the drain)."""
+    stopped_early: bool
+    abandoned: int
+
+
+class Engine:
+    """Runs a plan on a clock, feeding the relay metrics, health metrics and summary."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        clock: Clock,
+        random: RunRandom,
+        relay: RelayMetrics,
+        health: HealthMetrics,
+        summary: RunSummary,
+        *,
+        sinks: Sequence[Sink] = (),
+        observers: Sequence[WindowObserver] = (),
+        on_window: Callable[[float], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.clock = clock
+        self.random = random
+        self.relay = relay
+        self.health = health
+        self.summary = summary
+        self.sinks: tuple[Sink, ...] = (relay, summary, *sinks)
+        self.observers = tuple(observers)
+        self.on_window = on_window
+        self.model = OutcomeModel(plan.model)
+        self.arrivals = Arrivals(plan.schedule, plan.arrivals, random.arrivals)
+        self.inflight = InFlight()
+        self.controller = ControllerHeartbeat(random.controller)
+        self.t = 0.0
+        """Run time up to which every window has been processed."""
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Stop drawing arrivals at the next window; in-flight sends still drain."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop_requested
+
+    def step(self, t0: float, t1: float) -> None:
+        """Process the window ``[t0, t1)``: arrivals, outcomes, completions, heartbeat."""
+        starts = self.arrivals.draw(t0, t1)
+        scheduled = len(starts)
+        room = self.plan.engine.max_in_flight - len(self.inflight)
+        dropped = max(0, scheduled - room)
+        if dropped:
+            starts = starts[: max(room, 0)]
+        for observe in self.observers:
+            observe(t0, t1, starts)
+        effects, executions = self.model.sample(self.random.outcomes, starts)
+        due = self.inflight.add_and_pop_due(executions, t1)
+        for sink in self.sinks:
+            sink.record_starts(effects)
+            sink.record_executions(due)
+        self.controller.advance(t1, self.plan.controller, self.relay)
+        self._account(scheduled, len(starts), dropped, len(due), t1)
+
+    def complete_until(self, t1: float) -> None:
+        """Record completions due by ``t1`` without drawing arrivals (the drain)."""
+        due = self.inflight.add_and_pop_due(_NO_STARTS, t1)
+        for sink in self.sinks:
+            sink.record_executions(due)
+        self._account(0, 0, 0, len(due), t1)
+
+    def _account(self, scheduled: int, started: int, dropped: int, completed: int, t1: float) -> None:
+        s, h = self.summary, self.health
+        s.scheduled += scheduled
+        s.started += started
+        s.dropped += dropped
+        h.scheduled.inc(scheduled)
+        h.started.inc(started)
+        if dropped:
+            h.dropped.inc(dropped)
+        h.completed.inc(completed)
+        h.in_flight.set(len(self.inflight))
+        h.run_seconds.set(t1)
+        self.t = t1
+
+    async def run(self) -> RunResult:
+        """Run the schedule to its end (or until stopped), then drain."""
+        duration = self.plan.duration
+        tick = self.plan.tick
+        target = self.plan.schedule.at
+        t0 = self.t
+        while t0 < duration and not self._stop_requested:
+            t1 = min(t0 + tick, duration)
+            lateness = await self.clock.sleep_until(t1)
+            self.health.lateness.observe(lateness)
+            self.health.target_rate.set(target(t1))
+            self.step(t0, t1)
+            if self.on_window is not None:
+                self.on_window(t1)
+            t0 = t1
+        run_seconds = self.t
+        abandoned = await self.drain()
+        return RunResult(run_seconds=run_seconds, stopped_early=self._stop_requested, abandoned=abandoned)
+
+    async def drain(self) -> int:
+        """Let sends in flight finish for up to ``grace`` seconds; returns how many were abandoned."""
+        deadline = self.t + self.plan.engine.grace
+        while len(self.inflight) and self.t < deadline:
+            t1 = min(self.t + self.plan.tick, deadline)
+            if self.clock.virtual:
+                t1 = min(max(t1, self.inflight.next_due()), deadline)
+            await self.clock.sleep_until(t1)
+            self.complete_until(t1)
+            if self.on_window is not None:
+                self.on_window(t1)
+        abandoned = len(self.inflight.abandon())
+        if abandoned:
+            self.summary.abandoned += abandoned
+            self.health.abandoned.inc(abandoned)
+            self.health.in_flight.set(0)
+        return abandoned

@@ -1,0 +1,52 @@
+"""Errors loadsim reports to its users, and the exit codes that go with them.
+
+Every problem with user input is collected, not raised one at a time, so a user
+fixing a profile sees all of them in one run (the way k6's ``Validate`` does).
+Each problem names the file, the key and what was expected::
+
+    profiles/x.toml: schedule[2].rate: must be > 0, got -5
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+"""The run finished (or the check passed)."""
+EXIT_FAILURE = 1
+"""The run itself failed (a verification mismatch, an unexpected fault)."""
+EXIT_USAGE = 2
+"""Bad input: a profile, an option or a file the user named. Nothing ran."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one input, located precisely enough to fix."""
+
+    source: str
+    """The file (or ``--option``) the problem is in."""
+    key: str
+    """The dotted key path inside the source, e.g. ``schedule[2].rate``; empty for the whole source."""
+    message: str
+    """What was expected, and what was found."""
+
+    def __str__(self) -> str:
+        if self.key:
+            return f"{self.source}: {self.key}: {self.message}"
+        return f"{self.source}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems with user input; the CLI prints each and exits with 2."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        if not problems:
+            msg = "ConfigError needs at least one problem"
+            raise ValueError(msg)
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+    @classmethod
+    def single(cls, source: str, key: str, message: str) -> ConfigError:
+        """Build an error carrying exactly one problem."""
+        return cls([Problem(source, key, message)])

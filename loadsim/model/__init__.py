@@ -1,0 +1,1 @@
+"""The Gmail-send outcome model: what happens to each send, sampled with numpy in bulk."""

@@ -1,0 +1,177 @@
+"""Sampling outcomes for a whole window of sends in a handful of numpy calls.
+
+Per send we draw: the outcome class, the Gmail call latency (lognormal body or
+heavy tail), the MIME base build time, and whether it carries attachments (with
+their count and size only for those that do). Side signals that only ever reach
+counters (inline references, sanitization changes, OAuth refreshes) are drawn as
+window totals: the sum of n independent Poisson(lambda) draws is Poisson(n *
+lambda), so the totals have exactly the distribution per-send draws would give,
+at a fraction of the cost.
+
+Lognormals are configured by two quantiles users can reason about (p50 and
+p95): ``mu = ln(p50)``, ``sigma = (ln(p95) - ln(p50)) / z95`` with z95 = 1.6449.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loadsim.model import catalog
+from loadsim.model.catalog import CLASS_INDEX, CLASSES, LatencyKind
+from loadsim.model.params import ModelParams
+
+Z95 = 1.6448536269514722
+MAX_ATTACHMENTS = 10
+"""The relay rejects more than this many attachments; the model never draws more."""
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+def lognormal_params(p50: float, p95: float) -> tuple[float, float]:
+    """``(mu, sigma)`` of the lognormal whose median is ``p50`` and 95th percentile ``p95``."""
+    return math.log(p50), max(math.log(p95) - math.log(p50), 0.0) / Z95
+
+
+@dataclass(slots=True)
+class StartEffects:
+    """What a window's sends did when they started: all of it is observed at once."""
+
+    guard_counts: IntArray
+    """Sends per outcome class that failed an early guard (zero for other classes)."""
+    mime_seconds: FloatArray
+    """One MIME build time per send that built its message."""
+    attachment_bytes: tuple[float, float]
+    """(accepted, rejected) bytes."""
+    inline_refs: tuple[int, int]
+    """(matched, orphan_cid)."""
+    sanitization: IntArray
+    """Changes per ``SANITIZATION_CHANGE_TYPES``."""
+    oauth: IntArray
+    """Events per ``OAUTH_EVENTS``."""
+
+
+@dataclass(slots=True)
+class Executions:
+    """Sends that reach execution accounting; each completes at ``done_at``."""
+
+    cls: NDArray[np.int8]
+    latency: FloatArray
+    done_at: FloatArray
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+
+class OutcomeModel:
+    """Samples outcomes for a window of sends; holds only derived constants, no state."""
+
+    def __init__(self, params: ModelParams) -> None:
+        self.params = params
+        probs = np.zeros(len(CLASSES))
+        for name, p in params.errors.items():
+            probs[CLASS_INDEX[name]] = p
+        probs[catalog.OK] = max(0.0, 1.0 - probs.sum())
+        self.class_probabilities = probs
+        # ok is class 0: a send is ok when u < p_ok, otherwise searched among the rest.
+        self._p_ok = float(probs[catalog.OK])
+        self._cum_rest = np.cumsum(probs[1:]) + self._p_ok
+        self._cum_rest[-1] = max(self._cum_rest[-1], 1.0)
+        lat = params.latency
+        self._body = lognormal_params(lat.p50, lat.p95)
+        self._tail = lognormal_params(lat.tail_p50, lat.tail_p95)
+        self._mime = lognormal_params(params.mime.base_p50, params.mime.base_p95)
+        att = params.attachments
+        self._size = lognormal_params(att.size_p50_bytes, att.size_p95_bytes)
+        kinds = [c.latency for c in CLASSES]
+        self._timeout_classes = np.array([k is LatencyKind.TIMEOUT for k in kinds])
+        self._call_classes = np.array([k is LatencyKind.CALL for k in kinds])
+        self._timeout_class = CLASS_INDEX["gmail_timeout"]
+        self._network_classes = np.array([k is LatencyKind.NETWORK for k in kinds])
+        self._validation_classes = np.array([k is LatencyKind.VALIDATION for k in kinds])
+        self._rejected_classes = np.array([c.name in catalog.REJECTED_ATTACHMENT_CODES for c in CLASSES])
+
+    def sample(self, rng: np.random.Generator, starts: FloatArray) -> tuple[StartEffects, Executions]:
+        """Draw the outcome of every send starting at ``starts``."""
+        n = len(starts)
+        p = self.params
+        u = rng.random(n)
+        cls = np.zeros(n, dtype=np.int8)
+        rest = u >= self._p_ok
+        if rest.any():
+            cls[rest] = np.searchsorted(self._cum_rest, u[rest], side="right") + 1
+        counts = np.bincount(cls, minlength=len(CLASSES))
+
+        # MIME build: lognormal base + per-attachment and per-megabyte cost.
+        mime = np.exp(self._mime[0] + self._mime[1] * rng.standard_normal(n))
+        has_att = rng.random(n) < p.attachments.probability
+        n_att = int(has_att.sum())
+        att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, n_att), MAX_ATTACHMENTS)
+        att_bytes = att_count * np.exp(self._size[0] + self._size[1] * rng.standard_normal(n_att))
+        mime[has_att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
+
+        # Latency: MIME build + Gmail call (body or heavy tail), then per-kind overrides.
+        latency = np.exp(self._body[0] + self._body[1] * rng.standard_normal(n))
+        in_tail = rng.random(n) < p.latency.tail_fraction
+        n_tail = int(in_tail.sum())
+        if n_tail:
+            latency[in_tail] = np.exp(self._tail[0] + self._tail[1] * rng.standard_normal(n_tail))
+        latency += mime
+        # A call slower than the client timeout is a timeout: the relay gives up at 30 s.
+        too_slow = latency > p.latency.timeout
+        if too_slow.any():
+            cls[too_slow & self._call_classes[cls]] = self._timeout_class
+            counts = np.bincount(cls, minlength=len(CLASSES))
+        if n != counts[catalog.OK]:
+            self._override_failure_latency(rng, cls, latency, mime)
+
+        built = catalog.BUILDS_MIME[cls]
+        executed = catalog.IS_EXECUTION[cls]
+        guard_counts = np.where(catalog.IS_EXECUTION, 0, counts)
+        accepted = float(att_bytes[built[has_att]].sum())
+        n_rejected = int(counts[self._rejected_classes].sum())
+        rejected = 0.0
+        if n_rejected:
+            sizes = rng.lognormal(math.log(p.attachments.rejected_size_p50_bytes), 0.3, n_rejected)
+            rejected = float(sizes.sum())
+        n_built = int(counts[catalog.BUILDS_MIME].sum())
+        oauth = p.oauth
+        refresh_attempts = int(rng.binomial(n - int(guard_counts.sum()), oauth.refresh))
+        locked = int(rng.binomial(refresh_attempts, oauth.locked))
+        failed = int(rng.binomial(refresh_attempts - locked, oauth.failure))
+        started = refresh_attempts - locked
+        effects = StartEffects(
+            guard_counts=guard_counts,
+            mime_seconds=mime[built],
+            attachment_bytes=(accepted, rejected),
+            inline_refs=(
+                int(rng.poisson(p.inline.matched * n_built)),
+                int(rng.poisson(p.inline.orphan_cid * n_built)),
+            ),
+            sanitization=rng.poisson(np.asarray(p.sanitization.means()) * n_built).astype(np.int64),
+            oauth=np.array([started, started - failed, failed, locked], dtype=np.int64),
+        )
+        lat_exec = latency[executed]
+        done = Executions(cls=cls[executed], latency=lat_exec, done_at=starts[executed] + lat_exec)
+        return effects, done
+
+    def _override_failure_latency(
+        self, rng: np.random.Generator, cls: NDArray[np.int8], latency: FloatArray, mime: FloatArray
+    ) -> None:
+        lat = self.params.latency
+        timeout = self._timeout_classes[cls]
+        if timeout.any():
+            k = int(timeout.sum())
+            latency[timeout] = mime[timeout] + lat.timeout + rng.exponential(lat.timeout_overhead, k)
+        network = self._network_classes[cls]
+        if network.any():
+            k = int(network.sum())
+            latency[network] = mime[network] + rng.lognormal(math.log(lat.network_error_p50), 0.5, k)
+        invalid = self._validation_classes[cls]
+        if invalid.any():
+            k = int(invalid.sum())
+            latency[invalid] = rng.lognormal(math.log(lat.validation_p50), 0.5, k)

@@ -1,0 +1,237 @@
+"""Profiles: the validated description of a run, read from a TOML file.
+
+A profile is configuration only: it can be loaded, validated, described and
+planned (``loadsim check``) without running anything. Validation uses pydantic
+because it checks types and ranges, rejects unknown keys and, unlike a
+hand-written validator, reports every problem at once with its location; this
+module turns those reports into ``file: key: message`` lines.
+
+Example (``profiles/steady-1rps.toml``)::
+
+    name = "steady-1rps"
+    duration = "24h"
+    [[schedule]]
+    kind = "constant"
+    rate = "1/s"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from loadsim.arrivals import ArrivalKind
+from loadsim.errors import ConfigError, Problem
+from loadsim.model.controller import ControllerParams
+from loadsim.model.params import ModelParams
+from loadsim.units import NonNegative, PerSecond, Positive, Probability, Seconds
+
+DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
+"""A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
+
+
+class _Spec(BaseModel):
+    model_config: ClassVar[ConfigDict] = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ConstantSpec(_Spec):
+    """A constant rate."""
+
+    kind: Literal["constant"]
+    rate: PerSecond
+    duration: Seconds | None = None
+
+
+class RampSpec(_Spec):
+    """A linear ramp; ``from`` and ``to`` are rates."""
+
+    kind: Literal["ramp"]
+    start: PerSecond = Field(alias="from")
+    end: PerSecond = Field(alias="to")
+    duration: Seconds
+
+
+class StepsSpec(_Spec):
+    """A staircase of rates, ``step`` long each."""
+
+    kind: Literal["steps"]
+    rates: Annotated[list[PerSecond], Field(min_length=1)]
+    step: Seconds
+    duration: Seconds | None = None
+
+
+class DiurnalSpec(_Spec):
+    """A daily curve with a business-hours peak and a weekend factor."""
+
+    kind: Literal["diurnal"]
+    trough: PerSecond
+    peak: PerSecond
+    peak_hour: Annotated[float, Field(ge=0, lt=24)] = 14.0
+    sharpness: Positive = 2.0
+    weekend_factor: NonNegative = 0.4
+    duration: Seconds | None = None
+
+    @model_validator(mode="after")
+    def _peak_above_trough(self) -> DiurnalSpec:
+        if self.peak < self.trough:
+            msg = f"peak ({self.peak:g}/s) must be at least trough ({self.trough:g}/s)"
+            raise ValueError(msg)
+        return self
+
+
+SegmentSpec = Annotated[ConstantSpec | RampSpec | StepsSpec | DiurnalSpec, Field(discriminator="kind")]
+SEGMENT_KINDS = ("constant", "ramp", "steps", "diurnal")
+
+
+class MetricsSpec(_Spec):
+    """Optional labels on the relay's metrics."""
+
+    status_label: bool = False
+    """Add ``status`` to ``action_latency_seconds`` (the ``*_by_result`` rules need it)."""
+    workspace_ids: list[str] = Field(default_factory=list)
+    """Add ``workspace_id`` to ``action_exec_total``; empty means the label is off."""
+    workspace_weights: list[NonNegative] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> MetricsSpec:
+        if self.workspace_weights and len(self.workspace_weights) != len(self.workspace_ids):
+            msg = (
+                f"workspace_weights needs one weight per workspace id ({len(self.workspace_ids)}), "
+                f"got {len(self.workspace_weights)}"
+            )
+            raise ValueError(msg)
+        return self
+
+
+class EngineSpec(_Spec):
+    """How the engine steps through time."""
+
+    tick: Seconds = 0.1
+    """Wall-clock window: sends are sampled and completed in batches this long."""
+    virtual_tick: Seconds = 5.0
+    """Virtual-clock window: a third of the 15 s scrape interval the relay's rules assume."""
+    grace: NonNegative = 35.0
+    """At the end of a wall-clock run, how long sends in flight may take to finish (seconds)."""
+    max_in_flight: Annotated[int, Field(gt=0)] = 10_000_000
+    """Arrivals beyond this many sends in flight are dropped and counted, never queued."""
+    virtual_start: datetime = DEFAULT_VIRTUAL_START
+    """The calendar time a virtual run starts at (diurnal curves follow it)."""
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace_duration(cls, v: Any) -> Any:
+        from loadsim.units import parse_duration
+
+        return parse_duration(v) if isinstance(v, str) else v
+
+
+class Profile(_Spec):
+    """A whole run: traffic shape, outcome model, controller and metric options."""
+
+    name: str = "default"
+    description: str = ""
+    duration: Seconds = 48 * 3600.0
+    seed: Annotated[int, Field(ge=0)] = 1
+    arrivals: ArrivalKind = ArrivalKind.POISSON
+    schedule: Annotated[list[SegmentSpec], Field(min_length=1)] = Field(
+        default_factory=lambda: [ConstantSpec(kind="constant", rate=5.0)]
+    )
+    model: ModelParams = Field(default_factory=ModelParams)
+    controller: ControllerParams = Field(default_factory=ControllerParams)
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
+
+    @field_validator("schedule")
+    @classmethod
+    def _open_ended_only_last(cls, segments: list[Any]) -> list[Any]:
+        for i, seg in enumerate(segments[:-1]):
+            if seg.duration is None:
+                msg = f"segment {i} ({seg.kind}) needs a duration: only the last segment may run to the end"
+                raise ValueError(msg)
+        return segments
+
+
+Profile.model_rebuild()
+
+EMBEDDED_DEFAULT = Profile()
+"""The profile ``loadsim run`` uses when given none: 5 sends/s, healthy, 48 hours."""
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile file; raises :class:`ConfigError` listing every problem."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError.single(source, "", "file not found") from None
+    except OSError as e:
+        raise ConfigError.single(source, "", f"cannot read file: {e.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError.single(source, "", "not UTF-8 text; expected a TOML profile") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError.single(source, "", f"not valid TOML: {e}") from None
+    return parse_profile(data, source)
+
+
+def parse_profile(data: dict[str, Any], source: str) -> Profile:
+    """Validate already-parsed profile data; ``source`` names it in problems."""
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError([_problem(source, err) for err in e.errors(include_url=False)]) from None
+
+
+def _problem(source: str, err: ErrorDetails) -> Problem:
+    return Problem(source, _key(err["loc"]), _message(err))
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+            continue
+        # Tagged unions add the tag to the location; the user never wrote it.
+        if item in SEGMENT_KINDS and i > 0 and isinstance(loc[i - 1], int):
+            continue
+        parts.append(item)
+    return ".".join(parts)
+
+
+def _message(err: ErrorDetails) -> str:
+    kind = err["type"]
+    given = err.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown key"
+    if kind in ("missing", "missing_argument"):
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"kind must be one of {', '.join(SEGMENT_KINDS)}, got {_show(given.get('kind') if isinstance(given, dict) else given)}"
+    if kind == "union_tag_not_found":
+        return f"kind is missing; expected one of {', '.join(SEGMENT_KINDS)}"
+    msg = err["msg"]
+    if kind == "value_error":
+        return msg.removeprefix("Value error, ")
+    if kind.startswith(("greater_than", "less_than")):
+        bound = next(iter((err.get("ctx") or {}).values()), "")
+        rel = {
+            "greater_than": ">",
+            "greater_than_equal": ">=",
+            "less_than": "<",
+            "less_than_equal": "<=",
+        }[kind]
+        return f"must be {rel} {bound}, got {_show(given)}"
+    return f"{msg[:1].lower()}{msg[1:]}, got {_show(given)}"
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict | list):
+        return type(value).__name__
+    return repr(value)

@@ -1,0 +1,1 @@
+"""Where outcomes go: the relay's metrics, loadsim's own health metrics, the run summary."""

@@ -1,0 +1,266 @@
+"""The relay's metric families, fed in bulk from numpy and exposed through prometheus-client.
+
+One :class:`RelayMetrics` holds every family of the contract as numpy arrays
+of cumulative counts and implements prometheus-client's public ``Collector``
+API, so a scrape or a push renders the current totals. Updating costs a few
+``bincount`` calls per window whatever the number of sends, instead of one
+``observe()`` per send.
+
+Every label set is exported from the start at zero (an ``error`` series that
+appears only with its first increment is invisible to ``rate()``), counters only
+ever grow, and each histogram is rendered whole (all buckets, ``_sum`` and
+``_count`` from the same snapshot). Updates and snapshots take a lock because a
+push runs on a worker thread while the engine updates on the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from loadsim.model import catalog
+from loadsim.model.sampler import Executions, StartEffects
+from loadsim.sinks import contract as c
+
+FloatArray = NDArray[np.float64]
+
+
+def _edges(bounds: Sequence[float]) -> FloatArray:
+    return np.asarray(bounds, dtype=np.float64)
+
+
+def _bucket_counts(values: FloatArray, edges: FloatArray) -> NDArray[np.int64]:
+    """Non-cumulative counts per bucket, ``le`` inclusive, last slot ``+Inf``."""
+    return np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+
+
+def _render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[tuple[str, float]]:
+    cumulative = np.cumsum(counts)
+    labels = [floatToGoString(b) for b in bounds] + ["+Inf"]
+    return [(le, float(v)) for le, v in zip(labels, cumulative, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricOptions:
+    """Optional labels newer relay versions (or richer rules) expect; all off by default."""
+
+    status_label: bool = False
+    """Add ``status`` to ``action_latency_seconds`` so the ``*_by_result`` rules fill."""
+    workspace_ids: tuple[str, ...] = ()
+    """Add ``workspace_id`` to ``action_exec_total``, splitting executions over these ids."""
+    workspace_weights: tuple[float, ...] = ()
+    controller_feature: str = c.PROVIDER
+
+
+class RelayMetrics(Collector):
+    """Cumulative totals of every relay metric family, rendered on collect."""
+
+    def __init__(self, options: MetricOptions, rng: np.random.Generator) -> None:
+        self.options = options
+        self._rng = rng
+        self._lock = threading.Lock()
+        workspaces = max(1, len(options.workspace_ids))
+        weights = np.asarray(options.workspace_weights or [1.0] * workspaces, dtype=np.float64)
+        self._workspace_p = weights / weights.sum()
+        self._lat_edges = _edges(c.LATENCY_BUCKETS)
+        self._mime_edges = _edges(c.MIME_BUCKETS)
+        statuses = 2 if options.status_label else 1
+        self.exec = np.zeros((workspaces, 2), dtype=np.int64)
+        self.errors = np.zeros(len(catalog.ERROR_REASONS), dtype=np.int64)
+        self.structured = np.zeros(len(catalog.STRUCTURED_SERIES), dtype=np.int64)
+        self.latency_buckets = np.zeros((statuses, len(self._lat_edges) + 1), dtype=np.int64)
+        self.latency_sum = np.zeros(statuses, dtype=np.float64)
+        self.mime_buckets = np.zeros(len(self._mime_edges) + 1, dtype=np.int64)
+        self.mime_sum = 0.0
+        self.attachment_bytes = np.zeros(2, dtype=np.float64)
+        self.inline_refs = np.zeros(2, dtype=np.int64)
+        self.sanitization = np.zeros(len(catalog.SANITIZATION_CHANGE_TYPES), dtype=np.int64)
+        self.oauth = np.zeros(len(catalog.OAUTH_EVENTS), dtype=np.int64)
+        self.controller_runs = np.zeros(len(c.CONTROLLER_RUN_STATUSES), dtype=np.int64)
+        self.controller_changes = np.zeros(len(c.CONTROLLER_RESULTS), dtype=np.int64)
+        self.controller_percent = 0.0
+        self.controller_visible = True
+        """False hides the controller's series (a controller whose metrics vanished)."""
+
+    # -- updates (engine side) -------------------------------------------------------------
+
+    def record_starts(self, effects: StartEffects) -> None:
+        """Early-guard errors, MIME build times and the side counters of a window."""
+        mime_counts = _bucket_counts(effects.mime_seconds, self._mime_edges)
+        mime_sum = float(effects.mime_seconds.sum())
+        guard_errors = effects.guard_counts @ catalog.REASON_MATRIX
+        with self._lock:
+            self.errors += guard_errors
+            self.mime_buckets += mime_counts
+            self.mime_sum += mime_sum
+            self.attachment_bytes += effects.attachment_bytes
+            self.inline_refs += effects.inline_refs
+            self.sanitization += effects.sanitization
+            self.oauth += effects.oauth
+
+    def record_executions(self, done: Executions) -> None:
+        """Executions that completed: exec counters, error counters, the latency histogram."""
+        if len(done) == 0:
+            return
+        counts = np.bincount(done.cls, minlength=catalog.K)
+        by_status = counts @ catalog.EXEC_MATRIX
+        errors = counts @ catalog.REASON_MATRIX
+        structured = counts @ catalog.STRUCTURED_MATRIX
+        nb = len(self._lat_edges) + 1
+        bucket = np.searchsorted(self._lat_edges, done.latency, side="left")
+        if self.options.status_label:
+            status = catalog.EXEC_STATUS_INDEX[done.cls]
+            lat_counts = np.bincount(status * nb + bucket, minlength=2 * nb).reshape(2, nb)
+            lat_sum = np.bincount(status, weights=done.latency, minlength=2)
+        else:
+            lat_counts = np.bincount(bucket, minlength=nb).reshape(1, nb)
+            lat_sum = np.array([done.latency.sum()])
+        if len(self._workspace_p) > 1:
+            split = np.stack([self._rng.multinomial(int(n), self._workspace_p) for n in by_status], axis=1)
+        else:
+            split = by_status.reshape(1, 2)
+        with self._lock:
+            self.exec += split
+            self.errors += errors
+            self.structured += structured
+            self.latency_buckets += lat_counts
+            self.latency_sum += lat_sum
+
+    def record_controller_run(self, status: int, result: int, percent: float) -> None:
+        """One rollout-controller run: indices into the contract's status and result values."""
+        with self._lock:
+            self.controller_runs[status] += 1
+            self.controller_changes[result] += 1
+            self.controller_percent = percent
+
+    def executions(self) -> int:
+        """Executions counted so far (for progress and tests)."""
+        with self._lock:
+            return int(self.exec.sum())
+
+    # -- prometheus-client Collector API ---------------------------------------------------
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing to describe up front: avoids a collect() at registration time."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        """Render one consistent snapshot of every family."""
+        with self._lock:
+            snap = _Snapshot(
+                exec=self.exec.copy(),
+                errors=self.errors.copy(),
+                structured=self.structured.copy(),
+                latency_buckets=self.latency_buckets.copy(),
+                latency_sum=self.latency_sum.copy(),
+                mime_buckets=self.mime_buckets.copy(),
+                mime_sum=self.mime_sum,
+                attachment_bytes=self.attachment_bytes.copy(),
+                inline_refs=self.inline_refs.copy(),
+                sanitization=self.sanitization.copy(),
+                oauth=self.oauth.copy(),
+                controller_runs=self.controller_runs.copy(),
+                controller_changes=self.controller_changes.copy(),
+                controller_percent=self.controller_percent,
+                controller_visible=self.controller_visible,
+            )
+        yield from self._families(snap)
+
+    def _families(self, s: _Snapshot) -> Iterable[Metric]:
+        pa = [c.PROVIDER, c.ACTION]
+        if self.options.workspace_ids:
+            fam = CounterMetricFamily(
+                c.ACTION_EXEC, c.HELP[c.ACTION_EXEC], labels=["provider", "action", "status", "workspace_id"]
+            )
+            for w, ws in enumerate(self.options.workspace_ids):
+                for i, status in enumerate(c.EXEC_STATUSES):
+                    fam.add_metric([*pa, status, ws], float(s.exec[w, i]))
+        else:
+            fam = CounterMetricFamily(c.ACTION_EXEC, c.HELP[c.ACTION_EXEC], labels=["provider", "action", "status"])
+            for i, status in enumerate(c.EXEC_STATUSES):
+                fam.add_metric([*pa, status], float(s.exec[0, i]))
+        yield fam
+
+        fam = CounterMetricFamily(c.ACTION_ERROR, c.HELP[c.ACTION_ERROR], labels=["provider", "action", "reason"])
+        for reason, v in zip(catalog.ERROR_REASONS, s.errors, strict=True):
+            fam.add_metric([*pa, reason], float(v))
+        yield fam
+
+        if self.options.status_label:
+            hist = HistogramMetricFamily(
+                c.ACTION_LATENCY, c.HELP[c.ACTION_LATENCY], labels=["provider", "action", "status"]
+            )
+            for i, status in enumerate(c.EXEC_STATUSES):
+                buckets = _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[i])
+                hist.add_metric([*pa, status], buckets, float(s.latency_sum[i]))
+        else:
+            hist = HistogramMetricFamily(c.ACTION_LATENCY, c.HELP[c.ACTION_LATENCY], labels=["provider", "action"])
+            hist.add_metric(pa, _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[0]), float(s.latency_sum[0]))
+        yield hist
+
+        fam = CounterMetricFamily(
+            c.STRUCTURED_ERROR, c.HELP[c.STRUCTURED_ERROR], labels=["provider", "action", "code", "source"]
+        )
+        for (code, source), v in zip(catalog.STRUCTURED_SERIES, s.structured, strict=True):
+            fam.add_metric([*pa, code, source], float(v))
+        yield fam
+
+        fam = CounterMetricFamily(c.OAUTH_EVENTS, c.HELP[c.OAUTH_EVENTS], labels=["provider", "event"])
+        for event, v in zip(catalog.OAUTH_EVENTS, s.oauth, strict=True):
+            fam.add_metric([c.PROVIDER, event], float(v))
+        yield fam
+
+        hist = HistogramMetricFamily(c.MIME_BUILD, c.HELP[c.MIME_BUILD], labels=[])
+        hist.add_metric([], _render_buckets(c.MIME_BUCKETS, s.mime_buckets), s.mime_sum)
+        yield hist
+
+        yield _counter(c.ATTACHMENT_BYTES, "result", catalog.ATTACHMENT_RESULTS, s.attachment_bytes)
+        yield _counter(c.INLINE_REFS, "result", catalog.INLINE_RESULTS, s.inline_refs)
+        yield _counter(c.SANITIZATION, "change_type", catalog.SANITIZATION_CHANGE_TYPES, s.sanitization)
+
+        if s.controller_visible:
+            yield _counter(c.CONTROLLER_RUNS, "status", c.CONTROLLER_RUN_STATUSES, s.controller_runs)
+            fam = CounterMetricFamily(
+                c.CONTROLLER_CHANGES, c.HELP[c.CONTROLLER_CHANGES], labels=["feature", "result"]
+            )
+            for result, v in zip(c.CONTROLLER_RESULTS, s.controller_changes, strict=True):
+                fam.add_metric([self.options.controller_feature, result], float(v))
+            yield fam
+            gauge = GaugeMetricFamily(c.CONTROLLER_PERCENT, c.HELP[c.CONTROLLER_PERCENT], labels=["feature"])
+            gauge.add_metric([self.options.controller_feature], s.controller_percent)
+            yield gauge
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """Copies of every total, taken under the lock, so one render is self-consistent."""
+
+    exec: NDArray[np.int64]
+    errors: NDArray[np.int64]
+    structured: NDArray[np.int64]
+    latency_buckets: NDArray[np.int64]
+    latency_sum: FloatArray
+    mime_buckets: NDArray[np.int64]
+    mime_sum: float
+    attachment_bytes: FloatArray
+    inline_refs: NDArray[np.int64]
+    sanitization: NDArray[np.int64]
+    oauth: NDArray[np.int64]
+    controller_runs: NDArray[np.int64]
+    controller_changes: NDArray[np.int64]
+    controller_percent: float
+    controller_visible: bool
+
+
+def _counter(name: str, label: str, values: Sequence[str], counts: NDArray[np.int64] | FloatArray) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, c.HELP[name], labels=[label])
+    for v, n in zip(values, counts, strict=True):
+        fam.add_metric([v], float(n))
+    return fam

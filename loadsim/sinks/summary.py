@@ -1,0 +1,110 @@
+"""The run summary: sends by status and reason, achieved rate, latency quantiles.
+
+Latency quantiles come from a fixed log-spaced histogram (1 ms to 10 min, 200
+bins per decade, so about 1.2% relative resolution): memory stays constant
+however long the run, which a list of every latency would not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from loadsim.model import catalog
+from loadsim.model.sampler import Executions, StartEffects
+
+_LOG_MIN, _LOG_MAX, _PER_DECADE = -3.0, np.log10(600.0), 200
+_BINS = int(np.ceil((_LOG_MAX - _LOG_MIN) * _PER_DECADE))
+
+
+class LatencyQuantiles:
+    """A bounded log-bucketed latency histogram with quantile look-up."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(_BINS + 2, dtype=np.int64)  # under, bins..., over
+
+    def add(self, latency: NDArray[np.float64]) -> None:
+        """Count each latency."""
+        if len(latency) == 0:
+            return
+        idx = np.floor((np.log10(np.maximum(latency, 1e-9)) - _LOG_MIN) * _PER_DECADE).astype(np.int64) + 1
+        np.clip(idx, 0, _BINS + 1, out=idx)
+        self.counts += np.bincount(idx, minlength=_BINS + 2)
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile (bin midpoint, geometric); NaN when empty."""
+        total = int(self.counts.sum())
+        if total == 0:
+            return float("nan")
+        i = int(np.searchsorted(np.cumsum(self.counts), q * total, side="left"))
+        lo = _LOG_MIN + (i - 1) / _PER_DECADE
+        return float(10 ** (lo + 0.5 / _PER_DECADE))
+
+
+@dataclass
+class RunSummary:
+    """Totals for the end-of-run report and the live status line."""
+
+    class_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(catalog.K, dtype=np.int64))
+    """Finished sends per outcome class (early guards count at start, executions at completion)."""
+    latency: LatencyQuantiles = field(default_factory=LatencyQuantiles)
+    scheduled: int = 0
+    started: int = 0
+    dropped: int = 0
+    abandoned: int = 0
+
+    def record_starts(self, effects: StartEffects) -> None:
+        self.class_counts += effects.guard_counts
+
+    def record_executions(self, done: Executions) -> None:
+        if len(done):
+            self.class_counts += np.bincount(done.cls, minlength=catalog.K)
+            self.latency.add(done.latency)
+
+    @property
+    def finished(self) -> int:
+        """Sends that have an outcome."""
+        return int(self.class_counts.sum())
+
+    @property
+    def errors(self) -> int:
+        """Finished sends that did not end ``ok``."""
+        return self.finished - int(self.class_counts[catalog.OK])
+
+    def to_dict(self, *, run_seconds: float, wall_seconds: float, target_sends: float) -> dict[str, Any]:
+        """The summary as JSON-ready data."""
+        by_class = {c.name: int(n) for c, n in zip(catalog.CLASSES, self.class_counts, strict=True) if n}
+        executions = int(self.class_counts[catalog.IS_EXECUTION].sum())
+        by_status = {
+            "ok": int(self.class_counts[catalog.OK]),
+            "error": executions - int(self.class_counts[catalog.OK]),
+            "not_executed": self.finished - executions,
+        }
+        by_reason: dict[str, int] = {}
+        for c, n in zip(catalog.CLASSES, self.class_counts, strict=True):
+            if c.reason and n:
+                by_reason[c.reason] = by_reason.get(c.reason, 0) + int(n)
+        return {
+            "run_seconds": run_seconds,
+            "wall_seconds": round(wall_seconds, 3),
+            "sends": {
+                "target": round(target_sends, 1),
+                "scheduled": self.scheduled,
+                "started": self.started,
+                "dropped": self.dropped,
+                "finished": self.finished,
+                "abandoned": self.abandoned,
+            },
+            "achieved_rate_per_s": self.started / run_seconds if run_seconds > 0 else 0.0,
+            "target_rate_per_s": target_sends / run_seconds if run_seconds > 0 else 0.0,
+            "by_status": by_status,
+            "by_reason": by_reason,
+            "by_outcome": by_class,
+            "error_ratio": (self.finished - by_status["ok"]) / executions if executions else 0.0,
+            "latency_seconds": {
+                f"p{int(q * 1000) / 10:g}": round(self.latency.quantile(q), 4) for q in (0.5, 0.9, 0.95, 0.99, 0.999)
+            },
+        }

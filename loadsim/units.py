@@ -1,0 +1,108 @@
+"""Parsing the human units users write: durations (``30s``, ``15m``, ``48h``) and rates (``1/s``).
+
+Both parsers raise :class:`ValueError` with a message meant to be shown after
+``file: key:``, so they can be used from profile validation and from the CLI alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+_RATE = re.compile(r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(?:req|sends?)?\s*/\s*(s|sec|m|min|h|hr|d)")
+_RATE_UNIT_SECONDS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hr": 3600.0, "d": 86400.0}
+
+DURATION_HELP = "a duration such as 30s, 15m, 48h, 1h30m or 250ms"
+RATE_HELP = "a rate such as 1/s, 0.5/s, 60/m or 1req/s"
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Return seconds for ``text``; plain numbers are taken as seconds.
+
+    >>> parse_duration("1h30m")
+    5400.0
+    >>> parse_duration("250ms")
+    0.25
+    """
+    if isinstance(text, bool):
+        msg = f"expected {DURATION_HELP}, got {text!r}"
+        raise ValueError(msg)
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        cleaned = text.strip().lower()
+        if not _DURATION_WHOLE.fullmatch(cleaned):
+            msg = f"expected {DURATION_HELP}, got {text!r}"
+            raise ValueError(msg)
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(cleaned))
+    if not math.isfinite(seconds) or seconds < 0:
+        msg = f"expected {DURATION_HELP} (not negative), got {text!r}"
+        raise ValueError(msg)
+    return seconds
+
+
+def parse_rate(text: str | float | int) -> float:
+    """Return events per second for ``text``; plain numbers are taken as per second.
+
+    >>> parse_rate("60/m")
+    1.0
+    >>> parse_rate("1req/s")
+    1.0
+    """
+    if isinstance(text, bool):
+        msg = f"expected {RATE_HELP}, got {text!r}"
+        raise ValueError(msg)
+    if isinstance(text, int | float):
+        rate = float(text)
+    else:
+        match = _RATE.fullmatch(text.strip().lower())
+        if match is None:
+            msg = f"expected {RATE_HELP}, got {text!r}"
+            raise ValueError(msg)
+        rate = float(match.group(1)) / _RATE_UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(rate) or rate < 0:
+        msg = f"expected {RATE_HELP} (not negative), got {text!r}"
+        raise ValueError(msg)
+    return rate
+
+
+def format_duration(seconds: float) -> str:
+    """Render seconds the way users write them: ``1h05m``, ``42s``, ``250ms``.
+
+    >>> format_duration(3900)
+    '1h05m'
+    """
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    whole = int(round(seconds))
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+# -- annotated types for validated config (profiles) ----------------------------------------
+# They live beside the parsers so config dataclasses anywhere can share them; pydantic reads
+# the annotations, plain Python sees a float.
+from typing import Annotated  # noqa: E402 - grouped with the types that use it
+
+from annotated_types import Ge, Gt, Le  # noqa: E402
+from pydantic import BeforeValidator  # noqa: E402
+
+Seconds = Annotated[float, BeforeValidator(parse_duration), Gt(0)]
+"""A positive duration: ``"30s"``, ``"250ms"`` or a number of seconds."""
+PerSecond = Annotated[float, BeforeValidator(parse_rate), Gt(0)]
+"""A positive rate: ``"1/s"``, ``"60/m"`` or a number per second."""
+Probability = Annotated[float, Ge(0), Le(1)]
+"""A share between 0 and 1."""
+NonNegative = Annotated[float, Ge(0)]
+"""Zero or more."""
+Positive = Annotated[float, Gt(0)]
+"""More than zero."""
