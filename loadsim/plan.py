@@ -73,7 +73,8 @@ def apply_overrides(profile: Profile, overrides: Overrides) -> Profile:
             rate = parse_rate(overrides.rate)
             if rate <= 0:
                 problems.append(Problem("--rate", "", f"must be > 0, got {overrides.rate!r}"))
-            updates["schedule"] = [ConstantSpec(kind="constant", rate=rate)]
+            else:
+                updates["schedule"] = [ConstantSpec(kind="constant", rate=rate)]
         except ValueError as e:
             problems.append(Problem("--rate", "", str(e)))
     if overrides.seed is not None:
@@ -87,10 +88,7 @@ def apply_overrides(profile: Profile, overrides: Overrides) -> Profile:
 
 def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = None) -> RunPlan:
     """Place the profile on a calendar and resolve it into a :class:`RunPlan`."""
-    if virtual or wall_epoch is None:
-        epoch = profile.engine.virtual_start.timestamp()
-    else:
-        epoch = wall_epoch
+    epoch = profile.engine.virtual_start.timestamp() if virtual or wall_epoch is None else wall_epoch
     metrics = MetricOptions(
         status_label=profile.metrics.status_label,
         workspace_ids=tuple(profile.metrics.workspace_ids),

@@ -165,7 +165,7 @@ class Diurnal:
         week_t = math.fmod(t + self.week_offset, SECONDS_PER_WEEK)
         hour = math.fmod(week_t, SECONDS_PER_DAY) / 3600.0
         day_factor = self.weekend_factor if week_t >= 5 * SECONDS_PER_DAY else 1.0
-        shape = ((1.0 + math.cos(2.0 * math.pi * (hour - self.peak_hour) / 24.0)) / 2.0) ** self.sharpness
+        shape: float = ((1.0 + math.cos(2.0 * math.pi * (hour - self.peak_hour) / 24.0)) / 2.0) ** self.sharpness
         return self.trough + (self.peak - self.trough) * day_factor * shape
 
     def integral(self, a: float, b: float) -> float:

@@ -46,7 +46,7 @@ class RunResult:
 class Engine:
     """Runs a plan on a clock, feeding the relay metrics, health metrics and summary."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - each collaborator is injected once, in data-flow order
         self,
         plan: RunPlan,
         clock: Clock,

@@ -30,5 +30,7 @@ class RunRandom:
     def from_seed(cls, seed: int) -> RunRandom:
         """Spawn every stream from ``seed``."""
         children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-        gens = {name: np.random.Generator(np.random.PCG64(child)) for name, child in zip(STREAMS, children, strict=True)}
+        gens = {
+            name: np.random.Generator(np.random.PCG64(child)) for name, child in zip(STREAMS, children, strict=True)
+        }
         return cls(seed=seed, **gens)

@@ -131,7 +131,9 @@ ERROR_REASONS: tuple[str, ...] = EARLY_GUARD_REASONS + GMAIL_REASONS + STRUCTURE
 """Every ``reason`` label value of ``action_error_total``, exported from the start."""
 
 STRUCTURED_SERIES: tuple[tuple[str, str], ...] = tuple(
-    (code, src) for code in STRUCTURED_CODES for src in ((ADAPTER, VALIDATION) if code in DOUBLE_COUNTED_CODES else (ADAPTER,))
+    (code, src)
+    for code in STRUCTURED_CODES
+    for src in ((ADAPTER, VALIDATION) if code in DOUBLE_COUNTED_CODES else (ADAPTER,))
 )
 """Every ``(code, source)`` pair of ``structured_error_total``."""
 

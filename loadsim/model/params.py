@@ -31,8 +31,8 @@ class LatencyParams:
 
     __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
-    p50: Seconds = 0.15
-    p95: Seconds = 0.32
+    p50: Seconds = 0.14
+    p95: Seconds = 0.28
     tail_fraction: Probability = 0.004
     """Share of calls drawn from the heavy tail instead of the body."""
     tail_p50: Seconds = 1.2
@@ -88,7 +88,10 @@ class AttachmentParams:
 
     def __post_init__(self) -> None:
         if self.size_p95_bytes <= self.size_p50_bytes:
-            msg = f"size_p95_bytes must be greater than size_p50_bytes ({self.size_p50_bytes:g}), got {self.size_p95_bytes:g}"
+            msg = (
+                f"size_p95_bytes must be greater than size_p50_bytes ({self.size_p50_bytes:g}), "
+                f"got {self.size_p95_bytes:g}"
+            )
             raise ValueError(msg)
 
 

@@ -15,9 +15,7 @@ class HealthMetrics:
     """Counters and gauges describing the generator itself."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.scheduled = Counter(
-            "loadsim_arrivals_scheduled", "Arrivals the schedule produced", registry=registry
-        )
+        self.scheduled = Counter("loadsim_arrivals_scheduled", "Arrivals the schedule produced", registry=registry)
         self.started = Counter("loadsim_sends_started", "Sends started", registry=registry)
         self.dropped = Counter(
             "loadsim_arrivals_dropped", "Arrivals dropped because too many sends were in flight", registry=registry

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -43,7 +44,7 @@ def _bucket_counts(values: FloatArray, edges: FloatArray) -> NDArray[np.int64]:
 
 def _render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[tuple[str, float]]:
     cumulative = np.cumsum(counts)
-    labels = [floatToGoString(b) for b in bounds] + ["+Inf"]
+    labels = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
     return [(le, float(v)) for le, v in zip(labels, cumulative, strict=True)]
 
 
@@ -174,67 +175,59 @@ class RelayMetrics(Collector):
         yield from self._families(snap)
 
     def _families(self, s: _Snapshot) -> Iterable[Metric]:
-        pa = [c.PROVIDER, c.ACTION]
-        if self.options.workspace_ids:
-            fam = CounterMetricFamily(
-                c.ACTION_EXEC, c.HELP[c.ACTION_EXEC], labels=["provider", "action", "status", "workspace_id"]
-            )
-            for w, ws in enumerate(self.options.workspace_ids):
-                for i, status in enumerate(c.EXEC_STATUSES):
-                    fam.add_metric([*pa, status, ws], float(s.exec[w, i]))
+        pa = (c.PROVIDER, c.ACTION)
+        o = self.options
+        statuses = list(enumerate(c.EXEC_STATUSES))
+        if o.workspace_ids:
+            rows = [((*pa, st, ws), s.exec[w, i]) for w, ws in enumerate(o.workspace_ids) for i, st in statuses]
+            yield _counter(c.ACTION_EXEC, ("provider", "action", "status", "workspace_id"), rows)
         else:
-            fam = CounterMetricFamily(c.ACTION_EXEC, c.HELP[c.ACTION_EXEC], labels=["provider", "action", "status"])
-            for i, status in enumerate(c.EXEC_STATUSES):
-                fam.add_metric([*pa, status], float(s.exec[0, i]))
-        yield fam
-
-        fam = CounterMetricFamily(c.ACTION_ERROR, c.HELP[c.ACTION_ERROR], labels=["provider", "action", "reason"])
-        for reason, v in zip(catalog.ERROR_REASONS, s.errors, strict=True):
-            fam.add_metric([*pa, reason], float(v))
-        yield fam
-
-        if self.options.status_label:
+            yield _counter(
+                c.ACTION_EXEC, ("provider", "action", "status"), [((*pa, st), s.exec[0, i]) for i, st in statuses]
+            )
+        yield _counter(
+            c.ACTION_ERROR,
+            ("provider", "action", "reason"),
+            [((*pa, r), v) for r, v in zip(catalog.ERROR_REASONS, s.errors, strict=True)],
+        )
+        if o.status_label:
             hist = HistogramMetricFamily(
                 c.ACTION_LATENCY, c.HELP[c.ACTION_LATENCY], labels=["provider", "action", "status"]
             )
-            for i, status in enumerate(c.EXEC_STATUSES):
-                buckets = _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[i])
-                hist.add_metric([*pa, status], buckets, float(s.latency_sum[i]))
+            for i, st in statuses:
+                hist.add_metric(
+                    [*pa, st], _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[i]), float(s.latency_sum[i])
+                )
         else:
             hist = HistogramMetricFamily(c.ACTION_LATENCY, c.HELP[c.ACTION_LATENCY], labels=["provider", "action"])
-            hist.add_metric(pa, _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[0]), float(s.latency_sum[0]))
+            hist.add_metric(list(pa), _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[0]), float(s.latency_sum[0]))
         yield hist
-
-        fam = CounterMetricFamily(
-            c.STRUCTURED_ERROR, c.HELP[c.STRUCTURED_ERROR], labels=["provider", "action", "code", "source"]
+        yield _counter(
+            c.STRUCTURED_ERROR,
+            ("provider", "action", "code", "source"),
+            [((*pa, code, src), v) for (code, src), v in zip(catalog.STRUCTURED_SERIES, s.structured, strict=True)],
         )
-        for (code, source), v in zip(catalog.STRUCTURED_SERIES, s.structured, strict=True):
-            fam.add_metric([*pa, code, source], float(v))
-        yield fam
-
-        fam = CounterMetricFamily(c.OAUTH_EVENTS, c.HELP[c.OAUTH_EVENTS], labels=["provider", "event"])
-        for event, v in zip(catalog.OAUTH_EVENTS, s.oauth, strict=True):
-            fam.add_metric([c.PROVIDER, event], float(v))
-        yield fam
-
+        yield _counter(
+            c.OAUTH_EVENTS,
+            ("provider", "event"),
+            [((c.PROVIDER, e), v) for e, v in zip(catalog.OAUTH_EVENTS, s.oauth, strict=True)],
+        )
         hist = HistogramMetricFamily(c.MIME_BUILD, c.HELP[c.MIME_BUILD], labels=[])
         hist.add_metric([], _render_buckets(c.MIME_BUCKETS, s.mime_buckets), s.mime_sum)
         yield hist
-
-        yield _counter(c.ATTACHMENT_BYTES, "result", catalog.ATTACHMENT_RESULTS, s.attachment_bytes)
-        yield _counter(c.INLINE_REFS, "result", catalog.INLINE_RESULTS, s.inline_refs)
-        yield _counter(c.SANITIZATION, "change_type", catalog.SANITIZATION_CHANGE_TYPES, s.sanitization)
-
+        yield _counter(c.ATTACHMENT_BYTES, ("result",), _one_label(catalog.ATTACHMENT_RESULTS, s.attachment_bytes))
+        yield _counter(c.INLINE_REFS, ("result",), _one_label(catalog.INLINE_RESULTS, s.inline_refs))
+        yield _counter(c.SANITIZATION, ("change_type",), _one_label(catalog.SANITIZATION_CHANGE_TYPES, s.sanitization))
         if s.controller_visible:
-            yield _counter(c.CONTROLLER_RUNS, "status", c.CONTROLLER_RUN_STATUSES, s.controller_runs)
-            fam = CounterMetricFamily(
-                c.CONTROLLER_CHANGES, c.HELP[c.CONTROLLER_CHANGES], labels=["feature", "result"]
+            feature = o.controller_feature
+            yield _counter(c.CONTROLLER_RUNS, ("status",), _one_label(c.CONTROLLER_RUN_STATUSES, s.controller_runs))
+            yield _counter(
+                c.CONTROLLER_CHANGES,
+                ("feature", "result"),
+                [((feature, r), v) for r, v in zip(c.CONTROLLER_RESULTS, s.controller_changes, strict=True)],
             )
-            for result, v in zip(c.CONTROLLER_RESULTS, s.controller_changes, strict=True):
-                fam.add_metric([self.options.controller_feature, result], float(v))
-            yield fam
             gauge = GaugeMetricFamily(c.CONTROLLER_PERCENT, c.HELP[c.CONTROLLER_PERCENT], labels=["feature"])
-            gauge.add_metric([self.options.controller_feature], s.controller_percent)
+            gauge.add_metric([feature], s.controller_percent)
             yield gauge
 
 
@@ -259,8 +252,15 @@ class _Snapshot:
     controller_visible: bool
 
 
-def _counter(name: str, label: str, values: Sequence[str], counts: NDArray[np.int64] | FloatArray) -> CounterMetricFamily:
-    fam = CounterMetricFamily(name, c.HELP[name], labels=[label])
-    for v, n in zip(values, counts, strict=True):
-        fam.add_metric([v], float(n))
+Row = tuple[tuple[str, ...], "float | np.integer[Any] | np.floating[Any]"]
+
+
+def _counter(name: str, labels: tuple[str, ...], rows: Iterable[Row]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, c.HELP[name], labels=list(labels))
+    for values, v in rows:
+        fam.add_metric(list(values), float(v))
     return fam
+
+
+def _one_label(values: Sequence[str], counts: NDArray[np.int64] | FloatArray) -> list[Row]:
+    return [((v,), n) for v, n in zip(values, counts, strict=True)]

@@ -1,0 +1,123 @@
+"""``loadsim check``: what a plan will do, worked out without running it.
+
+Besides the schedule, it predicts what the relay's recording rules will read
+for the plan's outcome model (through the relay's own buckets, with
+Prometheus's interpolation), and warns where the relay's rules cannot see what
+the plan does (below 1 send/s the error "ratio" is errors per second; below 0.1
+send/s the error alerts are switched off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from loadsim.model import catalog
+from loadsim.model.params import ModelParams
+from loadsim.model.sampler import OutcomeModel
+from loadsim.plan import RunPlan
+from loadsim.promql import histogram_quantile
+from loadsim.sinks.contract import LATENCY_BUCKETS, MIME_BUCKETS
+from loadsim.units import format_duration
+
+_SPARK = " ▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """What the relay's recording rules should read for a model, at 1 send/s or more."""
+
+    error_ratio: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    mime_p95: float
+    structured_per_send: float
+    sanitization_per_send: float
+
+
+def expected_readings(params: ModelParams, sends: int = 400_000, seed: int = 12345) -> Readings:
+    """Monte-Carlo estimate of the relay's readings for ``params`` (fixed seed, so stable)."""
+    rng = np.random.default_rng(seed)
+    model = OutcomeModel(params)
+    effects, done = model.sample(rng, np.zeros(sends))
+    lat_counts = np.bincount(
+        np.searchsorted(LATENCY_BUCKETS, done.latency, side="left"), minlength=len(LATENCY_BUCKETS) + 1
+    )
+    mime_counts = np.bincount(
+        np.searchsorted(MIME_BUCKETS, effects.mime_seconds, side="left"), minlength=len(MIME_BUCKETS) + 1
+    )
+    counts = np.bincount(done.cls, minlength=catalog.K) + effects.guard_counts
+    structured = float((counts @ catalog.STRUCTURED_MATRIX).sum())
+    return Readings(
+        error_ratio=params.error_ratio(),
+        latency_p50=histogram_quantile(0.5, LATENCY_BUCKETS, lat_counts.tolist()),
+        latency_p95=histogram_quantile(0.95, LATENCY_BUCKETS, lat_counts.tolist()),
+        latency_p99=histogram_quantile(0.99, LATENCY_BUCKETS, lat_counts.tolist()),
+        mime_p95=histogram_quantile(0.95, MIME_BUCKETS, mime_counts.tolist()),
+        structured_per_send=structured / sends,
+        sanitization_per_send=float(effects.sanitization.sum()) / sends,
+    )
+
+
+def describe_plan(plan: RunPlan, source: str) -> list[str]:
+    """Human-readable lines describing ``plan``."""
+    d = plan.duration
+    lines = [
+        f"profile   {plan.name} ({source})",
+        f"duration  {format_duration(d)}   seed {plan.seed}   arrivals {plan.arrivals.value}",
+        "schedule",
+        *(f"  {line}" for line in plan.schedule.describe()),
+    ]
+    total = plan.expected_sends()
+    lines.append(f"expected  {total:,.0f} sends, {total / d:.3g}/s on average")
+    step = 3600.0 if d >= 2 * 3600 else max(d / 48, 1.0)
+    edges = np.arange(0.0, d, step)
+    rates = np.array([plan.schedule.expected(a, min(a + step, d)) / (min(a + step, d) - a) for a in edges])
+    lo, hi = float(rates.min()), float(rates.max())
+    lines.append(f"rate      {lo:.3g}/s .. {hi:.3g}/s, per {format_duration(step)}:")
+    for row in range(0, len(rates), 48):
+        chunk = rates[row : row + 48]
+        lines.append(f"  {format_duration(row * step):>6} |{_spark(chunk, hi)}|")
+    r = expected_readings(plan.model)
+    lines += [
+        "relay readings expected (rules' view, at 1 send/s or more)",
+        f"  error ratio        {r.error_ratio:.3%}   (warn > 1%, crit > 5%)",
+        (
+            f"  latency p50/p95/p99  {r.latency_p50:.3f}s / {r.latency_p95:.3f}s / {r.latency_p99:.3f}s"
+            "   (p95 warn > 0.5s, crit > 2s)"
+        ),
+        f"  MIME build p95     {r.mime_p95:.3f}s   (warn > 0.5s)",
+        f"  structured errors  {r.structured_per_send * hi:.3g}/s at the peak   (info > 0.1/s)",
+        f"  sanitization       {r.sanitization_per_send * hi:.3g}/s at the peak   (info > 50/s)",
+    ]
+    lines += [f"warning   {w}" for w in plan_warnings(plan, rates, step)]
+    return lines
+
+
+def plan_warnings(plan: RunPlan, rates: np.ndarray, step: float) -> list[str]:
+    """Where the relay's rules will not read what the plan does."""
+    warnings = []
+    below_one = float((rates < 1.0).sum()) * step
+    below_tenth = float((rates <= 0.1).sum()) * step
+    if below_one:
+        warnings.append(
+            f"rate below 1/s for about {format_duration(below_one)}: job:gmail_send_errors_rate:5m divides by "
+            "clamp_min(rate, 1) there, so it reads errors per second, not a ratio"
+        )
+    if below_tenth:
+        warnings.append(
+            f"rate at or below 0.1/s for about {format_duration(below_tenth)}: the error-rate alerts require "
+            "more than 0.1 sends/s and cannot fire there"
+        )
+    if plan.duration < 15 * 60:
+        warnings.append("shorter than 15m: alerts with for: 10m over 5m windows need 15 minutes or more to fire")
+    return warnings
+
+
+def _spark(values: np.ndarray, top: float) -> str:
+    if top <= 0:
+        return " " * len(values)
+    idx = np.clip(np.round(values / top * (len(_SPARK) - 1)), 0, len(_SPARK) - 1).astype(int)
+    return "".join(_SPARK[i] for i in idx)

@@ -1,0 +1,126 @@
+"""Assembles one run: registry, metrics server, engine, signals, progress, summary.
+
+This is the runtime half of the config/runtime split: :mod:`loadsim.plan` says
+what to do, this module does it on an event loop (uvloop when available).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from loadsim.engine.clock import Clock, VirtualClock, WallClock
+from loadsim.engine.loop import Engine
+from loadsim.engine.seeds import RunRandom
+from loadsim.logs import get_logger
+from loadsim.plan import RunPlan
+from loadsim.sinks.health import HealthMetrics
+from loadsim.sinks.metrics_server import ListenAddress, MetricsServer
+from loadsim.sinks.progress import Progress
+from loadsim.sinks.relay_metrics import RelayMetrics
+from loadsim.sinks.summary import RunSummary
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Runtime options that are not part of the profile."""
+
+    listen: ListenAddress | None
+    progress: str = "auto"
+    summary_json: Path | None = None
+
+
+class ListenError(Exception):
+    """The metrics listener could not bind its address."""
+
+
+async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
+    """Run ``plan`` to its end (or a signal); returns the summary."""
+    log = get_logger(profile=plan.name, seed=plan.seed, virtual=plan.virtual)
+    registry = CollectorRegistry(auto_describe=False)
+    random = RunRandom.from_seed(plan.seed)
+    relay = RelayMetrics(plan.metrics, random.metrics)
+    registry.register(relay)
+    health = HealthMetrics(registry)
+    summary = RunSummary()
+    clock: Clock = VirtualClock(plan.epoch) if plan.virtual else WallClock()
+    progress = Progress(plan, summary, mode=options.progress, logger=log)
+    engine = Engine(plan, clock, random, relay, health, summary, on_window=progress.maybe_report)
+
+    server = MetricsServer(registry, ready=lambda: not engine.stop_requested and engine.t < plan.duration)
+    if options.listen is not None:
+        try:
+            await server.start(options.listen)
+        except OSError as e:
+            raise ListenError(f"cannot listen on {options.listen.host}:{options.listen.port}: {e.strerror}") from None
+        url = f"http://{options.listen.host}:{server.port}/metrics"
+        if not options.listen.is_loopback:
+            log.warning("metrics.listening_beyond_loopback", host=options.listen.host)
+        log.info("metrics.listening", url=url)
+
+    signals = _SignalHandler(engine, log)
+    signals.install()
+    log.info("run.start", duration_seconds=plan.duration, expected_sends=round(plan.expected_sends()), tick=plan.tick)
+    wall0 = time.monotonic()
+    try:
+        result = await engine.run()
+    finally:
+        signals.remove()
+        progress.close()
+        await server.stop()
+    wall = time.monotonic() - wall0
+    out = summary.to_dict(
+        run_seconds=result.run_seconds, wall_seconds=wall, target_sends=plan.expected_sends(0.0, result.run_seconds)
+    )
+    out["profile"] = plan.name
+    out["seed"] = plan.seed
+    out["virtual"] = plan.virtual
+    out["stopped_early"] = result.stopped_early
+    log.info("run.summary", **out)
+    if options.summary_json is not None:
+        _write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+class _SignalHandler:
+    """First SIGINT/SIGTERM: stop arrivals and drain. Second: exit at once."""
+
+    def __init__(self, engine: Engine, log: Any) -> None:
+        self.engine = engine
+        self.log = log
+        self._loop = asyncio.get_running_loop()
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def remove(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.engine.stop_requested:
+            self.log.warning("run.abort", signal=sig.name)
+            os._exit(128 + sig.value)
+        self.log.info("run.stopping", signal=sig.name, in_flight=len(self.engine.inflight))
+        self.engine.request_stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

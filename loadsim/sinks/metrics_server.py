@@ -1,0 +1,88 @@
+"""The ``/metrics`` endpoint (and ``/healthz``, ``/readyz``) on aiohttp, loopback by default.
+
+The handler renders the registry on the event loop: a render is a few hundred
+lines built from one locked snapshot, much cheaper than a window of sends, and
+aiohttp writes the response asynchronously, so a slow scraper never holds the
+engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+DEFAULT_LISTEN = "127.0.0.1:9477"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A host and port to listen on."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ListenAddress:
+        """``HOST:PORT``, ``:PORT`` (loopback) or ``[::1]:PORT``; raises ValueError."""
+        host, sep, port_text = text.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            msg = f"expected HOST:PORT such as 127.0.0.1:9477, got {text!r}"
+            raise ValueError(msg)
+        host = host.strip("[]") or "127.0.0.1"
+        return cls(host, int(port_text))
+
+    @property
+    def is_loopback(self) -> bool:
+        """Only reachable from this machine."""
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+class MetricsServer:
+    """Serves one registry; ``ready`` decides what ``/readyz`` answers."""
+
+    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+        self.registry = registry
+        self.ready = ready
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, address: ListenAddress) -> None:
+        """Bind and serve; raises OSError when the address cannot be bound."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else address.port
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        if self.ready():
+            return web.Response(text="ready\n")
+        return web.Response(status=503, text="not running its schedule\n")
