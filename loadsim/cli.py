@@ -1,4 +1,4 @@
-"""The ``loadsim`` command line: ``run`` and ``check``.
+"""The ``loadsim`` command line: ``run``, ``check``, ``scenarios`` and ``scenario``.
 
 Bad input (a profile, an option, a file) is reported as one line per problem,
 ``file: key: message``, with exit code 2 and no traceback.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,13 @@ from typing import Any
 from loadsim import __version__
 from loadsim.errors import EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
-from loadsim.plan import Overrides, RunPlan, apply_overrides, build_plan
-from loadsim.profile import EMBEDDED_DEFAULT, Profile, load_profile
+from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan
+from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
 from loadsim.sinks.metrics_server import DEFAULT_LISTEN, ListenAddress
-from loadsim.units import format_duration
+from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
+from loadsim.units import format_duration, parse_duration
+
+ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,77 +37,194 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="generate traffic and serve the relay's metrics")
-    _profile_args(run)
-    run.add_argument("--listen", default=DEFAULT_LISTEN, help=f"metrics address (default {DEFAULT_LISTEN})")
-    run.add_argument("--no-listen", action="store_true", help="do not serve /metrics")
-    run.add_argument("--virtual", action="store_true", help="run on the virtual clock (as fast as the CPU allows)")
-    run.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the end-of-run summary here")
-    run.add_argument("--progress", choices=("auto", "line", "json", "off"), default="auto")
-    run.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    run.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
+    _schedule_args(run)
+    _runtime_args(run)
 
     check = sub.add_parser("check", help="validate a profile and describe its plan without running it")
-    _profile_args(check)
+    check.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
+    _schedule_args(check)
     check.add_argument("--virtual", action="store_true", help="plan on the virtual calendar (default: now)")
+
+    sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
+
+    scenario = sub.add_parser(
+        "scenario",
+        help="run one scenario on steady background load (drop-in for the seed's pushgateway_synth.py)",
+    )
+    scenario.add_argument("name", help="scenario name (see `loadsim scenarios`)")
+    scenario.add_argument("--duration", default="15m", help="how long the scenario runs (default 15m)")
+    scenario.add_argument("--rate", default="5/s", help="background rate (default 5/s)")
+    scenario.add_argument("--seed", type=int, help="random seed")
+    _runtime_args(scenario)
     return parser
 
 
-def _profile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
+def _schedule_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", help="run length, e.g. 30s, 15m, 48h (overrides the profile)")
     p.add_argument("--rate", help="constant rate, e.g. 1/s (replaces the profile's schedule)")
     p.add_argument("--seed", type=int, help="random seed (overrides the profile)")
+    p.add_argument(
+        "--overlay", action="append", default=[], metavar="SPEC", help=f"add a fault overlay, {OVERLAY_HELP}"
+    )
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", default=DEFAULT_LISTEN, help=f"metrics address (default {DEFAULT_LISTEN})")
+    p.add_argument("--no-listen", action="store_true", help="do not serve /metrics")
+    p.add_argument("--virtual", action="store_true", help="run on the virtual clock (as fast as the CPU allows)")
+    p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the end-of-run summary here")
+    p.add_argument("--progress", choices=("auto", "line", "json", "off"), default="auto")
+    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--pushgateway",
+        default=os.environ.get("PUSHGATEWAY_URL"),
+        metavar="URL",
+        help="also push to this Pushgateway (default: $PUSHGATEWAY_URL)",
+    )
+    p.add_argument("--push-interval", default="10s", help="time between pushes (default 10s)")
+    p.add_argument("--push-job", default=DEFAULT_JOB, help=f"grouping key job (default {DEFAULT_JOB})")
+    p.add_argument(
+        "--push-instance", default=DEFAULT_INSTANCE, help=f"grouping key instance (default {DEFAULT_INSTANCE})"
+    )
+    p.add_argument("--keep-group", action="store_true", help="leave the pushed group in place at a clean exit")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help=f"allow pushing to this non-loopback host (also ${ALLOW_HOSTS_ENV}, comma-separated)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
+    commands = {"check": _check, "scenarios": _scenarios, "scenario": _scenario, "run": _run}
     try:
-        if args.command == "check":
-            return _check(args)
-        return _run(args)
+        return commands[args.command](args)
     except ConfigError as e:
         for problem in e.problems:
             print(f"loadsim: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into `head` and the like: not an error of ours.
+        sys.stderr.close()
+        return EXIT_OK
 
 
 def _load(args: argparse.Namespace) -> tuple[Profile, str]:
     profile = EMBEDDED_DEFAULT if args.profile is None else load_profile(args.profile)
     source = args.profile or "embedded default"
-    profile = apply_overrides(profile, Overrides(duration=args.duration, rate=args.rate, seed=args.seed))
-    return profile, source
+    overrides = Overrides(duration=args.duration, rate=args.rate, seed=args.seed, overlays=tuple(args.overlay))
+    return apply_overrides(profile, overrides), source
 
 
 def _check(args: argparse.Namespace) -> int:
     from loadsim.describe import describe_plan
 
     profile, source = _load(args)
-    plan = build_plan(profile, virtual=args.virtual, wall_epoch=_now())
+    plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
     print("\n".join(describe_plan(plan, source)))
     return EXIT_OK
 
 
+def _scenarios(_args: argparse.Namespace) -> int:
+    from loadsim.overlays.scenarios import ALL_ALERTS, SCENARIOS
+
+    for s in SCENARIOS.values():
+        seed = "  (seed scenario)" if s.from_seed else ""
+        print(f"{s.name}{seed}\n  {s.summary}")
+        print(f"  fires:     {', '.join(s.fires) or 'nothing'}")
+        if s.may_fire:
+            print(f"  may fire:  {', '.join(s.may_fire)} ({s.why_also})")
+        never = [a for a in ALL_ALERTS if a not in s.fires and a not in s.may_fire]
+        print(f"  must not:  {', '.join(never)}")
+        if s.options:
+            print(f"  options:   {', '.join(f'{k}={v}' for k, v in s.options.items())}")
+    return EXIT_OK
+
+
+def _scenario(args: argparse.Namespace) -> int:
+    from loadsim.overlays.scenarios import SCENARIOS
+
+    if args.name not in SCENARIOS:
+        raise ConfigError.single(
+            "scenario", "", f"unknown scenario {args.name!r}; expected one of: {', '.join(SCENARIOS)}"
+        )
+    try:
+        seconds = parse_duration(args.duration)
+    except ValueError as e:
+        raise ConfigError.single("--duration", "", str(e)) from None
+    overrides = Overrides(duration=args.duration, rate=args.rate, seed=args.seed)
+    profile = apply_overrides(EMBEDDED_DEFAULT.model_copy(update={"name": f"scenario-{args.name}"}), overrides)
+    overlay = OverlaySpec(scenario=args.name, start=0.0, duration=seconds)
+    profile = profile.model_copy(update={"overlay": [overlay]})
+    return _execute(args, profile, f"scenario {args.name}")
+
+
 def _run(args: argparse.Namespace) -> int:
+    profile, source = _load(args)
+    return _execute(args, profile, source)
+
+
+def _execute(args: argparse.Namespace, profile: Profile, source: str) -> int:
     from loadsim.runner import ListenError, RunOptions, execute
 
-    profile, _source = _load(args)
     listen = None
     if not args.no_listen:
         try:
             listen = ListenAddress.parse(args.listen)
         except ValueError as e:
             raise ConfigError([Problem("--listen", "", str(e))]) from None
+    push = _push_target(args)
+    plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
     configure(args.log_level)
-    plan = build_plan(profile, virtual=args.virtual, wall_epoch=_now())
-    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json)
+    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json, push=push)
     try:
         summary = _run_loop(execute(plan, options))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _push_target(args: argparse.Namespace) -> PushTarget | None:
+    if not args.pushgateway:
+        return None
+    problems = []
+    try:
+        interval = parse_duration(args.push_interval)
+        if interval <= 0:
+            problems.append(Problem("--push-interval", "", f"must be > 0, got {args.push_interval!r}"))
+    except ValueError as e:
+        problems.append(Problem("--push-interval", "", str(e)))
+        interval = 10.0
+    try:
+        target = PushTarget.parse(
+            args.pushgateway,
+            job=args.push_job,
+            instance=args.push_instance,
+            interval=interval,
+            keep_group=args.keep_group,
+        )
+    except ValueError as e:
+        raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
+    allowed = set(args.allow_host) | {h.strip() for h in os.environ.get(ALLOW_HOSTS_ENV, "").split(",") if h.strip()}
+    if not ListenAddress(target.host, 0).is_loopback and target.host not in allowed:
+        problems.append(
+            Problem(
+                "--pushgateway",
+                "",
+                f"{redact_url(args.pushgateway)} is not on loopback; allow it with --allow-host {target.host} "
+                f"(or {ALLOW_HOSTS_ENV}={target.host})",
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return target
 
 
 def _run_loop(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
@@ -127,9 +249,3 @@ def _print_summary(plan: RunPlan, s: dict[str, Any]) -> None:
         f"\n  reasons   {json.dumps(s['by_reason'])}"
         f"\n  latency   p50 {lat['p50']}s  p95 {lat['p95']}s  p99 {lat['p99']}s"
     )
-
-
-def _now() -> float:
-    import time
-
-    return time.time()

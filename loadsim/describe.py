@@ -9,13 +9,14 @@ send/s the error alerts are switched off).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from loadsim.model import catalog
 from loadsim.model.params import ModelParams
 from loadsim.model.sampler import OutcomeModel
+from loadsim.overlays.state import RunState
 from loadsim.plan import RunPlan
 from loadsim.promql import histogram_quantile
 from loadsim.sinks.contract import LATENCY_BUCKETS, MIME_BUCKETS
@@ -92,7 +93,32 @@ def describe_plan(plan: RunPlan, source: str) -> list[str]:
         f"  structured errors  {r.structured_per_send * hi:.3g}/s at the peak   (info > 0.1/s)",
         f"  sanitization       {r.sanitization_per_send * hi:.3g}/s at the peak   (info > 50/s)",
     ]
+    lines += describe_overlays(plan)
     lines += [f"warning   {w}" for w in plan_warnings(plan, rates, step)]
+    return lines
+
+
+def describe_overlays(plan: RunPlan) -> list[str]:
+    """Each overlay's window, what it should fire, and what the rules will read at its height."""
+    if not plan.timeline:
+        return []
+    lines = ["overlays"]
+    base = RunState(model=plan.model, controller=plan.controller)
+    for ov in plan.timeline.overlays:
+        mid = ov.start + ov.duration / 2
+        state, _ = plan.timeline.state_at(replace(base, rate=plan.schedule.at(mid)), mid)
+        r = expected_readings(state.model)
+        rate = plan.schedule.at(mid) * state.arrival_scale
+        lines.append(
+            f"  {format_duration(ov.start):>7} .. {format_duration(ov.end):<7} {ov.name}"
+            f"  fires: {', '.join(ov.scenario.fires) or 'nothing'}"
+            + (f"; may fire: {', '.join(ov.scenario.may_fire)}" if ov.scenario.may_fire else "")
+        )
+        lines.append(
+            f"  {'':17}reads: error ratio {r.error_ratio:.2%}, p95 {r.latency_p95:.2f}s, MIME p95 {r.mime_p95:.2f}s, "
+            f"structured {r.structured_per_send * rate:.3g}/s, sanitization {r.sanitization_per_send * rate:.3g}/s, "
+            f"rate {rate:.3g}/s"
+        )
     return lines
 
 

@@ -8,16 +8,32 @@ engine settings. Building it never starts anything.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
+
+from pydantic import ValidationError
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
-from loadsim.profile import ConstantSpec, DiurnalSpec, EngineSpec, Profile, RampSpec, SegmentSpec, StepsSpec
+from loadsim.overlays.scenarios import SCENARIOS
+from loadsim.overlays.timeline import Overlay, Timeline
+from loadsim.profile import (
+    ConstantSpec,
+    DiurnalSpec,
+    EngineSpec,
+    OverlaySpec,
+    Profile,
+    RampSpec,
+    SegmentSpec,
+    StepsSpec,
+    error_message,
+)
 from loadsim.schedule import SECONDS_PER_DAY, Constant, Diurnal, Ramp, Schedule, Segment, Steps
 from loadsim.sinks.relay_metrics import MetricOptions
-from loadsim.units import parse_duration, parse_rate
+from loadsim.units import format_duration, parse_duration, parse_rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +43,11 @@ class Overrides:
     duration: str | None = None
     rate: str | None = None
     seed: int | None = None
+    overlays: tuple[str, ...] = ()
+    """``--overlay NAME@START+DURATION`` values, added after the profile's overlays."""
+
+
+OVERLAY_HELP = "NAME@START+DURATION, e.g. error-rate-crit@10m+15m"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +66,7 @@ class RunPlan:
     epoch: float
     """Unix time of run time 0 (calendar for diurnal curves)."""
     virtual: bool
+    timeline: Timeline
 
     @property
     def tick(self) -> float:
@@ -61,33 +83,67 @@ def apply_overrides(profile: Profile, overrides: Overrides) -> Profile:
     problems: list[Problem] = []
     updates: dict[str, object] = {}
     if overrides.duration is not None:
-        try:
-            seconds = parse_duration(overrides.duration)
-            if seconds <= 0:
-                problems.append(Problem("--duration", "", f"must be > 0, got {overrides.duration!r}"))
+        seconds = _positive("--duration", overrides.duration, parse_duration, problems)
+        if seconds is not None:
             updates["duration"] = seconds
-        except ValueError as e:
-            problems.append(Problem("--duration", "", str(e)))
     if overrides.rate is not None:
-        try:
-            rate = parse_rate(overrides.rate)
-            if rate <= 0:
-                problems.append(Problem("--rate", "", f"must be > 0, got {overrides.rate!r}"))
-            else:
-                updates["schedule"] = [ConstantSpec(kind="constant", rate=rate)]
-        except ValueError as e:
-            problems.append(Problem("--rate", "", str(e)))
+        rate = _positive("--rate", overrides.rate, parse_rate, problems)
+        if rate is not None:
+            updates["schedule"] = [ConstantSpec(kind="constant", rate=rate)]
     if overrides.seed is not None:
         if overrides.seed < 0:
             problems.append(Problem("--seed", "", f"must be >= 0, got {overrides.seed}"))
         updates["seed"] = overrides.seed
+    if overrides.overlays:
+        updates["overlay"] = [*profile.overlay, *_overlay_options(overrides.overlays, problems)]
     if problems:
         raise ConfigError(problems)
     return profile.model_copy(update=updates)
 
 
-def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = None) -> RunPlan:
-    """Place the profile on a calendar and resolve it into a :class:`RunPlan`."""
+def _overlay_options(texts: tuple[str, ...], problems: list[Problem]) -> list[OverlaySpec]:
+    specs = []
+    for text in texts:
+        try:
+            specs.append(parse_overlay_option(text))
+        except ConfigError as e:
+            problems.extend(e.problems)
+    return specs
+
+
+def _positive(option: str, text: str, parse: Callable[[str], float], problems: list[Problem]) -> float | None:
+    """Parse ``text`` with ``parse``; a problem (naming ``option``) if it fails or is not positive."""
+    try:
+        value = parse(text)
+    except ValueError as e:
+        problems.append(Problem(option, "", str(e)))
+        return None
+    if value <= 0:
+        problems.append(Problem(option, "", f"must be > 0, got {text!r}"))
+        return None
+    return value
+
+
+def parse_overlay_option(text: str) -> OverlaySpec:
+    """``NAME@START+DURATION`` (START may be an ISO time) into an overlay spec."""
+    name, at, window = text.partition("@")
+    start, plus, duration = window.rpartition("+")
+    if not at or not plus or not name:
+        raise ConfigError.single("--overlay", "", f"expected {OVERLAY_HELP}, got {text!r}")
+    try:
+        return OverlaySpec.model_validate({"scenario": name, "start": start, "duration": duration})
+    except ValidationError as e:
+        source = f"--overlay {text}"
+        raise ConfigError(
+            [Problem(source, ".".join(map(str, err["loc"])), error_message(err)) for err in e.errors()]
+        ) from None
+
+
+def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = None, source: str = "profile") -> RunPlan:
+    """Place the profile on a calendar and resolve it into a :class:`RunPlan`.
+
+    Raises :class:`ConfigError` (naming ``source``) for overlays that do not fit the run.
+    """
     epoch = profile.engine.virtual_start.timestamp() if virtual or wall_epoch is None else wall_epoch
     metrics = MetricOptions(
         status_label=profile.metrics.status_label,
@@ -106,7 +162,49 @@ def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = No
         engine=profile.engine,
         epoch=epoch,
         virtual=virtual,
+        timeline=build_timeline(profile, epoch, source),
     )
+
+
+def build_timeline(profile: Profile, epoch: float, source: str) -> Timeline:
+    """Place the profile's overlays on the run's time line, checking that each fits."""
+    problems: list[Problem] = []
+    overlays: list[Overlay] = []
+    for i, spec in enumerate(profile.overlay):
+        key = f"overlay[{i}]"
+        start = spec.start.timestamp() - epoch if isinstance(spec.start, datetime) else spec.start
+        if start < 0:
+            problems.append(Problem(source, f"{key}.start", f"{spec.start} is before the run starts"))
+            continue
+        end = start + spec.duration
+        if end > profile.duration + 1e-9:
+            problems.append(
+                Problem(
+                    source,
+                    key,
+                    f"window {format_duration(start)}..{format_duration(end)} ends after the run "
+                    f"({format_duration(profile.duration)})",
+                )
+            )
+            continue
+        for j, other in enumerate(overlays):
+            if other.name == spec.scenario and start < other.end and other.start < end:
+                problems.append(Problem(source, key, f"overlaps overlay[{j}] of the same scenario ({spec.scenario})"))
+        scenario = SCENARIOS[spec.scenario]
+        overlays.append(
+            Overlay(
+                scenario=scenario,
+                start=start,
+                duration=spec.duration,
+                ramp_in=spec.ramp_in_seconds,
+                ramp_out=spec.ramp_out_seconds,
+                magnitude=spec.magnitude,
+                options={**scenario.options, **spec.options},
+            )
+        )
+    if problems:
+        raise ConfigError(problems)
+    return Timeline(overlays)
 
 
 def build_schedule(specs: list[SegmentSpec], epoch: float) -> Schedule:

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
-from loadsim.units import NonNegative, PerSecond, Positive, Seconds, SecondsOrZero
+from loadsim.units import NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
 
 DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
 """A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
@@ -123,6 +123,69 @@ class EngineSpec(_Spec):
     """The calendar time a virtual run starts at (diurnal curves follow it)."""
 
 
+def _parse_start(value: Any) -> Any:
+    """An offset from the run's start (``10m``) or an absolute time (``2026-11-27T14:00:00Z``)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and "T" in value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            msg = f"expected an offset such as 10m or an ISO time such as 2026-11-27T14:00:00Z, got {value!r}"
+            raise ValueError(msg) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_duration(value)
+
+
+class OverlaySpec(_Spec):
+    """A fault scenario over a window of the run."""
+
+    scenario: str
+    start: Annotated[float | datetime, BeforeValidator(_parse_start)]
+    duration: Seconds
+    ramp: SecondsOrZero = 0.0
+    """Ramp in and out over this long (``ramp_in`` / ``ramp_out`` override one side)."""
+    ramp_in: SecondsOrZero | None = None
+    ramp_out: SecondsOrZero | None = None
+    magnitude: Annotated[float, Field(gt=0, le=10)] = 1.0
+    options: dict[str, float | str] = Field(default_factory=dict)
+
+    @field_validator("scenario")
+    @classmethod
+    def _known_scenario(cls, name: str) -> str:
+        from loadsim.overlays.scenarios import SCENARIOS
+
+        if name not in SCENARIOS:
+            msg = f"unknown scenario {name!r}; expected one of: {', '.join(SCENARIOS)}"
+            raise ValueError(msg)
+        return name
+
+    @model_validator(mode="after")
+    def _options_and_ramps(self) -> OverlaySpec:
+        from loadsim.overlays.scenarios import SCENARIOS
+
+        known = SCENARIOS[self.scenario].options
+        unknown = sorted(set(self.options) - set(known))
+        if unknown:
+            allowed = ", ".join(known) or "none"
+            msg = f"unknown option {', '.join(map(repr, unknown))} for {self.scenario}; allowed: {allowed}"
+            raise ValueError(msg)
+        if self.ramp_in_seconds + self.ramp_out_seconds > self.duration:
+            msg = "ramp in and out together must fit in the duration"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def ramp_in_seconds(self) -> float:
+        """Ramp-in length."""
+        return self.ramp if self.ramp_in is None else self.ramp_in
+
+    @property
+    def ramp_out_seconds(self) -> float:
+        """Ramp-out length."""
+        return self.ramp if self.ramp_out is None else self.ramp_out
+
+
 class Profile(_Spec):
     """A whole run: traffic shape, outcome model, controller and metric options."""
 
@@ -138,6 +201,8 @@ class Profile(_Spec):
     controller: ControllerParams = Field(default_factory=ControllerParams)
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
+    overlay: list[OverlaySpec] = Field(default_factory=list)
+    """Fault scenarios layered on the schedule (TOML: ``[[overlay]]`` tables)."""
 
     @field_validator("schedule")
     @classmethod
@@ -182,7 +247,7 @@ def parse_profile(data: dict[str, Any], source: str) -> Profile:
 
 
 def _problem(source: str, err: ErrorDetails) -> Problem:
-    return Problem(source, _key(err["loc"]), _message(err))
+    return Problem(source, _key(err["loc"]), error_message(err))
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
@@ -198,7 +263,8 @@ def _key(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
-def _message(err: ErrorDetails) -> str:  # noqa: PLR0911 - one wording per kind of problem
+def error_message(err: ErrorDetails) -> str:  # noqa: PLR0911 - one wording per kind of problem
+    """One pydantic error as a short sentence: what was expected, and what was found."""
     kind = err["type"]
     given = err.get("input")
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):

@@ -26,6 +26,7 @@ from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.metrics_server import ListenAddress, MetricsServer
 from loadsim.sinks.progress import Progress
+from loadsim.sinks.pushgateway import Pusher, PushTarget
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
 
@@ -37,6 +38,7 @@ class RunOptions:
     listen: ListenAddress | None
     progress: str = "auto"
     summary_json: Path | None = None
+    push: PushTarget | None = None
 
 
 class ListenError(Exception):
@@ -54,9 +56,13 @@ async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
     summary = RunSummary()
     clock: Clock = VirtualClock(plan.epoch) if plan.virtual else WallClock()
     progress = Progress(plan, summary, mode=options.progress, logger=log)
-    engine = Engine(plan, clock, random, relay, health, summary, on_window=progress.maybe_report)
+    engine = Engine(plan, clock, random, relay, health, summary, on_window=progress.maybe_report, log=log)
 
-    server = MetricsServer(registry, ready=lambda: not engine.stop_requested and engine.t < plan.duration)
+    server = MetricsServer(
+        registry,
+        ready=lambda: not engine.stop_requested and engine.t < plan.duration,
+        serving=lambda: relay.exposition_up,
+    )
     if options.listen is not None:
         try:
             await server.start(options.listen)
@@ -67,6 +73,18 @@ async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
             log.warning("metrics.listening_beyond_loopback", host=options.listen.host)
         log.info("metrics.listening", url=url)
 
+    pusher = None
+    if options.push is not None:
+        pusher = Pusher(options.push, registry, registry, log, serving=lambda: relay.exposition_up)
+        log.info(
+            "push.start",
+            url=options.push.url,
+            job=options.push.job,
+            instance=options.push.instance,
+            interval=options.push.interval,
+        )
+        pusher.start()
+
     signals = _SignalHandler(engine, log)
     signals.install()
     log.info("run.start", duration_seconds=plan.duration, expected_sends=round(plan.expected_sends()), tick=plan.tick)
@@ -76,6 +94,8 @@ async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
     finally:
         signals.remove()
         progress.close()
+        if pusher is not None:
+            await pusher.stop()
         await server.stop()
     wall = time.monotonic() - wall0
     out = summary.to_dict(

@@ -35,12 +35,18 @@ def parse_duration(text: str | float) -> float:
         seconds = float(text)
     else:
         cleaned = text.strip().lower()
+        if cleaned.startswith("-") and _DURATION_WHOLE.fullmatch(cleaned[1:]):
+            msg = f"must be >= 0, got {text!r}"
+            raise ValueError(msg)
         if not _DURATION_WHOLE.fullmatch(cleaned):
             msg = f"expected {DURATION_HELP}, got {text!r}"
             raise ValueError(msg)
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(cleaned))
-    if not math.isfinite(seconds) or seconds < 0:
-        msg = f"expected {DURATION_HELP} (not negative), got {text!r}"
+    if seconds < 0:
+        msg = f"must be >= 0, got {text!r}"
+        raise ValueError(msg)
+    if not math.isfinite(seconds):
+        msg = f"expected {DURATION_HELP}, got {text!r}"
         raise ValueError(msg)
     return seconds
 

@@ -12,7 +12,8 @@ what is still in flight then is counted as abandoned, not lost silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from loadsim.engine.inflight import InFlight
 from loadsim.engine.seeds import RunRandom
 from loadsim.model.controller import ControllerHeartbeat
 from loadsim.model.sampler import Executions, OutcomeModel
+from loadsim.overlays.state import RunState
 from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.relay_metrics import RelayMetrics
@@ -58,6 +60,7 @@ class Engine:
         sinks: Sequence[Sink] = (),
         observers: Sequence[WindowObserver] = (),
         on_window: Callable[[float], None] | None = None,
+        log: Any = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
@@ -68,7 +71,15 @@ class Engine:
         self.sinks: tuple[Sink, ...] = (relay, summary, *sinks)
         self.observers = tuple(observers)
         self.on_window = on_window
-        self.model = OutcomeModel(plan.model)
+        self.log = log
+        self.base_state = RunState(model=plan.model, controller=plan.controller)
+        self._base_model = self.model = OutcomeModel(plan.model)
+        self._index = {id(ov): i for i, ov in enumerate(plan.timeline.overlays)}
+        for ov in plan.timeline.overlays:
+            health.overlay_active.labels(overlay=ov.name).set(0.0)
+        self._models: dict[tuple[tuple[int, float], ...], OutcomeModel] = {}
+        self._active: dict[int, float] = {}
+        """Overlays (by index in the timeline) active in the last window, with their intensity."""
         self.arrivals = Arrivals(plan.schedule, plan.arrivals, random.arrivals)
         self.inflight = InFlight()
         self.controller = ControllerHeartbeat(random.controller)
@@ -85,9 +96,46 @@ class Engine:
         """Whether :meth:`request_stop` was called."""
         return self._stop_requested
 
+    def state_at(self, t: float) -> RunState:
+        """The parameters in force at ``t`` (overlays applied), with their model ready."""
+        timeline = self.plan.timeline
+        if not timeline:
+            return self.base_state
+        base = replace(self.base_state, rate=self.plan.schedule.at(t))
+        state, active = timeline.state_at(base, t)
+        now = {self._index[id(a.overlay)]: a.intensity for a in active}
+        self._announce(now, t)
+        if active:
+            key = tuple(sorted((i, round(x, 3)) for i, x in now.items()))
+            model = self._models.get(key)
+            if model is None:
+                if len(self._models) > 256:
+                    self._models.clear()
+                model = self._models[key] = OutcomeModel(state.model)
+            self.model = model
+        else:
+            self.model = self._base_model
+        return state
+
+    def _announce(self, now: dict[int, float], t: float) -> None:
+        """Ground truth: the overlay gauge and a log event at each overlay's start and end."""
+        for i in now.keys() | self._active.keys():
+            overlay = self.plan.timeline.overlays[i]
+            before, after = self._active.get(i), now.get(i)
+            if before != after:
+                self.health.overlay_active.labels(overlay=overlay.name).set(after or 0.0)
+            if before is None and self.log is not None:
+                self.log.info("overlay.start", run_seconds=t, **overlay.describe())
+            elif after is None and self.log is not None:
+                self.log.info("overlay.end", run_seconds=t, scenario=overlay.name)
+        self._active = now
+
     def step(self, t0: float, t1: float) -> None:
         """Process the window ``[t0, t1)``: arrivals, outcomes, completions, heartbeat."""
-        starts = self.arrivals.draw(t0, t1)
+        state = self.state_at(0.5 * (t0 + t1))
+        self.relay.controller_visible = state.controller_visible
+        self.relay.exposition_up = state.exposition_up
+        starts = self.arrivals.draw(t0, t1, state.arrival_scale)
         scheduled = len(starts)
         room = self.plan.engine.max_in_flight - len(self.inflight)
         dropped = max(0, scheduled - room)
@@ -100,7 +148,7 @@ class Engine:
         for sink in self.sinks:
             sink.record_starts(effects)
             sink.record_executions(due)
-        self.controller.advance(t1, self.plan.controller, self.relay)
+        self.controller.advance(t1, state.controller, self.relay)
         self._account(scheduled, len(starts), dropped, len(due), t1)
 
     def complete_until(self, t1: float) -> None:

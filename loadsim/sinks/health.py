@@ -27,6 +27,12 @@ class HealthMetrics:
         self.in_flight = Gauge("loadsim_sends_in_flight", "Sends started and not yet completed", registry=registry)
         self.target_rate = Gauge("loadsim_target_rate", "Scheduled send rate (per second) now", registry=registry)
         self.run_seconds = Gauge("loadsim_run_seconds", "Run time reached (virtual or wall)", registry=registry)
+        self.overlay_active = Gauge(
+            "loadsim_overlay_active",
+            "Intensity (0 to 1) of each fault overlay: ground truth for when alerts should fire",
+            ["overlay"],
+            registry=registry,
+        )
         self.lateness = Histogram(
             "loadsim_tick_lateness_seconds",
             "How late each engine window started after its deadline",

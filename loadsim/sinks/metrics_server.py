@@ -44,9 +44,13 @@ class ListenAddress:
 class MetricsServer:
     """Serves one registry; ``ready`` decides what ``/readyz`` answers."""
 
-    def __init__(self, registry: CollectorRegistry, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, ready: Callable[[], bool], serving: Callable[[], bool] = lambda: True
+    ) -> None:
         self.registry = registry
         self.ready = ready
+        self.serving = serving
+        """False answers scrapes with 503: Prometheus sees ``up == 0`` and the series go stale."""
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -76,6 +80,8 @@ class MetricsServer:
             self._runner = None
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        if not self.serving():
+            return web.Response(status=503, text="metrics unavailable (metrics-missing overlay)\n")
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -89,6 +89,8 @@ class RelayMetrics(Collector):
         self.controller_percent = 0.0
         self.controller_visible = True
         """False hides the controller's series (a controller whose metrics vanished)."""
+        self.exposition_up = True
+        """False: the relay's metrics are not to be served or pushed (metrics missing)."""
 
     # -- updates (engine side) -------------------------------------------------------------
 

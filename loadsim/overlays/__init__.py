@@ -1,0 +1,1 @@
+"""Fault scenarios and the timeline that layers them on background load."""

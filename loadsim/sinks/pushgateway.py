@@ -1,0 +1,217 @@
+"""Pushing the relay's metrics to a Pushgateway, done the way its rules need.
+
+The relay's own synthetic driver could not fire an alert: it pushed constants
+under a new ``instance`` every 10 s and posted histogram buckets one by one.
+This pusher PUTs the whole registry (every family, each histogram whole with
+its TYPE line, counters cumulative) under one stable grouping key (job
+``relay_synth`` and a fixed ``instance``), so Prometheus sees one set of series
+whose counters only grow.
+
+prometheus-client's push is blocking urllib; it runs in a worker thread, one
+push at a time, so the engine's loop never waits on the network. Failures back
+off exponentially with jitter up to a cap, are counted in
+``loadsim_push_failures_total``, and are logged once per outage (and once when
+it ends), not once per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, push_to_gateway
+
+DEFAULT_JOB = "relay_synth"
+DEFAULT_INSTANCE = "loadsim"
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """Where and how to push; the URL never carries credentials past this point."""
+
+    url: str
+    """Base URL without user info, e.g. ``http://127.0.0.1:9091``."""
+    job: str = DEFAULT_JOB
+    instance: str = DEFAULT_INSTANCE
+    interval: float = 10.0
+    timeout: float = 5.0
+    keep_group: bool = False
+    """Leave the group on the Pushgateway at a clean exit (default: delete it)."""
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str, **kwargs: Any) -> PushTarget:
+        """Split ``http://user:pass@host:port`` into a clean URL and credentials."""
+        if "://" not in url:
+            url = f"http://{url}"
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            msg = f"expected a Pushgateway URL such as http://127.0.0.1:9091, got {redact_url(url)!r}"
+            raise ValueError(msg)
+        netloc = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+        if ":" in (parts.hostname or "") and parts.port is not None:
+            netloc = f"[{parts.hostname}]:{parts.port}"
+        clean = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+        return cls(url=clean, username=parts.username, password=parts.password, **kwargs)
+
+    @property
+    def host(self) -> str:
+        """The Pushgateway's host name."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def grouping_key(self) -> dict[str, str]:
+        """The stable grouping key (besides the job)."""
+        return {"instance": self.instance}
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Pusher:
+    """Pushes a registry on an interval of wall time, off the event loop."""
+
+    def __init__(
+        self,
+        target: PushTarget,
+        registry: CollectorRegistry,
+        health_registry: CollectorRegistry | None,
+        log: Any,
+        *,
+        serving: Any = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.target = target
+        self.registry = registry
+        self.log = log
+        self.serving = serving if serving is not None else (lambda: True)
+        """When this returns False (metrics-missing), the group is deleted and pushes pause."""
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        reg = health_registry
+        self.failures = Counter("loadsim_push_failures", "Pushes that failed", registry=reg)
+        self.pushes = Counter("loadsim_pushes", "Pushes that succeeded", registry=reg)
+        self.last_success = Gauge("loadsim_push_last_success_unixtime", "Time of the last good push", registry=reg)
+        self._task: asyncio.Task[None] | None = None
+        self._outage_since: float | None = None
+        self._failed_attempts = 0
+        self._deleted = False
+        self.backoff_cap = 60.0
+
+    def _handler(
+        self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Any:
+        if self.target.username is not None:
+            return basic_auth_handler(
+                url, method, timeout, headers, data, self.target.username, self.target.password or ""
+            )
+        return default_handler(url, method, timeout, headers, data)
+
+    def push_now(self) -> None:
+        """One blocking PUT of the whole registry (call it off the loop)."""
+        push_to_gateway(
+            self.target.url,
+            job=self.target.job,
+            registry=self.registry,
+            grouping_key=self.target.grouping_key,
+            timeout=self.target.timeout,
+            handler=self._handler,
+        )
+
+    def delete_now(self) -> None:
+        """One blocking DELETE of the group (call it off the loop)."""
+        delete_from_gateway(
+            self.target.url,
+            job=self.target.job,
+            grouping_key=self.target.grouping_key,
+            timeout=self.target.timeout,
+            handler=self._handler,
+        )
+
+    async def attempt(self) -> bool:
+        """Push (or delete, while metrics are to be missing) once; returns success."""
+        try:
+            if self.serving():
+                await asyncio.to_thread(self.push_now)
+                self._deleted = False
+            elif not self._deleted:
+                await asyncio.to_thread(self.delete_now)
+                self._deleted = True
+        except Exception as e:  # noqa: BLE001 - any failure of the push is an outage, never a crash
+            self.failures.inc()
+            self._failed_attempts += 1
+            if self._outage_since is None:
+                self._outage_since = time.monotonic()
+                self.log.warning("push.outage", url=self.target.url, error=_describe(e))
+            return False
+        self.pushes.inc()
+        self.last_success.set(time.time())
+        if self._outage_since is not None:
+            self.log.info(
+                "push.recovered",
+                url=self.target.url,
+                outage_seconds=round(time.monotonic() - self._outage_since, 1),
+                failed_attempts=self._failed_attempts,
+            )
+            self._outage_since = None
+            self._failed_attempts = 0
+        return True
+
+    def next_delay(self) -> float:
+        """The interval when healthy; capped exponential backoff with full jitter during an outage."""
+        if self._failed_attempts == 0:
+            return self.target.interval
+        ceiling: float = min(self.backoff_cap, 0.5 * 2.0 ** min(self._failed_attempts, 16))
+        jitter: float = self._rng.uniform(0.5, 1.0)
+        return jitter * ceiling
+
+    def start(self) -> None:
+        """Start pushing in the background."""
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await self.attempt()
+            await asyncio.sleep(self.next_delay())
+
+    async def stop(self, *, final: bool = True, deadline: float = 30.0) -> bool:
+        """Stop the loop and make a final push (retrying until ``deadline`` seconds).
+
+        Then delete the group unless asked to keep it. Returns whether the final push landed.
+        """
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if not final:
+            return True
+        end = time.monotonic() + deadline
+        ok = await self.attempt()
+        while not ok and time.monotonic() < end:
+            await asyncio.sleep(min(self.next_delay(), max(end - time.monotonic(), 0)))
+            ok = await self.attempt()
+        if ok and not self.target.keep_group:
+            try:
+                await asyncio.to_thread(self.delete_now)
+            except Exception as e:  # noqa: BLE001 - the run's result does not depend on the cleanup
+                self.log.warning("push.delete_failed", url=self.target.url, error=_describe(e))
+        if not ok:
+            self.log.error("push.final_failed", url=self.target.url, failed_attempts=self._failed_attempts)
+        return ok
+
+
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
