@@ -1,0 +1,1 @@
+"""Benchmarks of loadsim's own hot paths (not part of the installed package)."""
