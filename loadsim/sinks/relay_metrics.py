@@ -156,8 +156,12 @@ class RelayMetrics(Collector):
 
     def collect(self) -> Iterable[Metric]:
         """Render one consistent snapshot of every family."""
+        yield from self.render(self.snapshot())
+
+    def snapshot(self) -> Snapshot:
+        """Copies of every total, taken under the lock (cheap: a few small arrays)."""
         with self._lock:
-            snap = _Snapshot(
+            return Snapshot(
                 exec=self.exec.copy(),
                 errors=self.errors.copy(),
                 structured=self.structured.copy(),
@@ -174,9 +178,9 @@ class RelayMetrics(Collector):
                 controller_percent=self.controller_percent,
                 controller_visible=self.controller_visible,
             )
-        yield from self._families(snap)
 
-    def _families(self, s: _Snapshot) -> Iterable[Metric]:
+    def render(self, s: Snapshot) -> Iterable[Metric]:
+        """The metric families of a snapshot, as a scrape would show them."""
         pa = (c.PROVIDER, c.ACTION)
         o = self.options
         statuses = list(enumerate(c.EXEC_STATUSES))
@@ -234,8 +238,12 @@ class RelayMetrics(Collector):
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
-    """Copies of every total, taken under the lock, so one render is self-consistent."""
+class Snapshot:
+    """Copies of every total, taken under the lock, so one render is self-consistent.
+
+    A virtual run records one per scrape interval to replay what Prometheus would
+    have scraped (``loadsim verify``).
+    """
 
     exec: NDArray[np.int64]
     errors: NDArray[np.int64]
