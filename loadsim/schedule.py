@@ -139,7 +139,7 @@ class Diurnal:
     ``peak_hour`` and 0 twelve hours away, and ``day_factor`` is 1 on weekdays and
     ``weekend_factor`` on Saturday and Sunday. The trough is the floor: with
     trough 1.2/s, peak 6/s, peak hour 14 and sharpness 2, the rate is 6/s at
-    14:00, about 4.3/s at 10:00 and 18:00, and 1.2/s at 02:00.
+    14:00, 3.9/s at 10:00 and 18:00, and 1.2/s at 02:00.
 
     ``week_offset`` is seconds since Monday 00:00 at the segment's start, so the
     curve follows the calendar of the run (fixed for virtual runs, the real

@@ -149,7 +149,7 @@ class Engine:
             sink.record_starts(effects)
             sink.record_executions(due)
         self.controller.advance(t1, state.controller, self.relay)
-        self._account(scheduled, len(starts), dropped, len(due), t1)
+        self._account(scheduled, len(starts), dropped, len(due) + int(effects.guard_counts.sum()), t1)
 
     def complete_until(self, t1: float) -> None:
         """Record completions due by ``t1`` without drawing arrivals (the drain)."""

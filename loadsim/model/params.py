@@ -4,7 +4,7 @@ Overlays (fault scenarios) change a run's behaviour by deriving new parameters
 from these with :func:`dataclasses.replace`; nothing ever writes a metric value
 directly. The defaults describe a healthy relay with room to spare under every
 alert threshold in the relay's rules (checked by ``tests/test_model_defaults.py``):
-error ratio about 0.45% against 1%, latency p95 about 0.4 s against 0.5 s read
+error ratio about 0.36% against 1%, latency p95 about 0.4 s against 0.5 s read
 through the relay's buckets, MIME p95 far under 0.5 s, structured errors about
 0.001 per send against 0.1/s, about 1.6 sanitization changes per send against 50/s.
 
@@ -136,7 +136,7 @@ class OAuthParams:
 
 
 def default_error_probabilities() -> dict[str, float]:
-    """The healthy error mix: about 0.45% of sends end in an error the relay counts."""
+    """The healthy error mix: about 0.36% of sends end in an error the relay counts."""
     return {
         "provider_disabled": 0.0,
         "rollout_gated": 0.0,

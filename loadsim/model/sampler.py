@@ -27,6 +27,10 @@ from loadsim.model.params import ModelParams
 Z95 = 1.6448536269514722
 MAX_ATTACHMENTS = 10
 """The relay rejects more than this many attachments; the model never draws more."""
+MAX_ATTACHMENT_BYTES = 25_000_000.0
+"""The relay's limit per attachment."""
+MAX_MESSAGE_BYTES = 50_000_000.0
+"""The relay's limit on all attachments of one send."""
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -111,7 +115,10 @@ class OutcomeModel:
         has_att = rng.random(n) < p.attachments.probability
         n_att = int(has_att.sum())
         att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, n_att), MAX_ATTACHMENTS)
-        att_bytes = att_count * np.exp(self._size[0] + self._size[1] * rng.standard_normal(n_att))
+        # Sizes within the relay's limits: what it would refuse is a validation failure, drawn
+        # as its own outcome class, not an accepted attachment.
+        sizes = np.minimum(np.exp(self._size[0] + self._size[1] * rng.standard_normal(n_att)), MAX_ATTACHMENT_BYTES)
+        att_bytes = np.minimum(att_count * sizes, MAX_MESSAGE_BYTES)
         mime[has_att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
 
         # Latency: MIME build + Gmail call (body or heavy tail), then per-kind overrides.
@@ -120,12 +127,13 @@ class OutcomeModel:
         n_tail = int(in_tail.sum())
         if n_tail:
             latency[in_tail] = np.exp(self._tail[0] + self._tail[1] * rng.standard_normal(n_tail))
-        latency += mime
-        # A call slower than the client timeout is a timeout: the relay gives up at 30 s.
+        # A call slower than the client timeout is a timeout: the relay gives up at 30 s. The
+        # timeout bounds the call alone; the MIME build before it is not on the client's clock.
         too_slow = latency > p.latency.timeout
         if too_slow.any():
             cls[too_slow & self._call_classes[cls]] = self._timeout_class
             counts = np.bincount(cls, minlength=len(CLASSES))
+        latency += mime
         if n != counts[catalog.OK]:
             self._override_failure_latency(rng, cls, latency, mime)
 

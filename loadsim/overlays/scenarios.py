@@ -108,6 +108,11 @@ VALIDATION_MIX = {
 }
 
 
+def _controller_failing(state: RunState, x: float, o: Mapping[str, Any]) -> RunState:
+    share = _lerp(state.controller.failure_probability, float(o["share"]), x)
+    return replace(state, controller=replace(state.controller, failure_probability=share))
+
+
 def _validation_spike(state: RunState, x: float, o: Mapping[str, Any]) -> RunState:
     share = float(o["share"]) * x
     return _add_errors(state, {k: share * w for k, w in VALIDATION_MIX.items()})
@@ -214,6 +219,13 @@ SCENARIOS: dict[str, Scenario] = {
             fires=(STALLED,),
             options={"mode": "absent"},
             from_seed=True,
+        ),
+        Scenario(
+            "controller-failing",
+            "Rollout controller runs fail (prom_unreachable, redis_error) instead of completing",
+            _controller_failing,
+            fires=(FAILING,),
+            options={"share": 1.0},
         ),
         Scenario(
             "validation-spike",

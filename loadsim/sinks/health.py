@@ -20,7 +20,9 @@ class HealthMetrics:
         self.dropped = Counter(
             "loadsim_arrivals_dropped", "Arrivals dropped because too many sends were in flight", registry=registry
         )
-        self.completed = Counter("loadsim_sends_completed", "Sends that completed", registry=registry)
+        self.completed = Counter(
+            "loadsim_sends_completed", "Sends that have an outcome (early-guard failures included)", registry=registry
+        )
         self.abandoned = Counter(
             "loadsim_sends_abandoned", "Sends still in flight when the run stopped", registry=registry
         )

@@ -1,0 +1,158 @@
+"""Shared helpers: run a plan on the virtual clock, read the exposition back the way Prometheus would."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadsim.engine.clock import VirtualClock
+from loadsim.engine.loop import Engine, RunResult
+from loadsim.engine.seeds import RunRandom
+from loadsim.plan import RunPlan, build_plan
+from loadsim.profile import parse_profile
+from loadsim.sinks.health import HealthMetrics
+from loadsim.sinks.relay_metrics import RelayMetrics
+from loadsim.sinks.summary import RunSummary
+from loadsim.types import WindowObserver
+
+SampleKey = tuple[str, frozenset[tuple[str, str]]]
+Samples = dict[SampleKey, float]
+
+
+def make_plan(**profile: Any) -> RunPlan:
+    """A virtual-clock plan from profile keys, validated exactly as a profile file would be."""
+    return build_plan(parse_profile(profile, "test"), virtual=True)
+
+
+@dataclass
+class Run:
+    """What a virtual run left behind."""
+
+    engine: Engine
+    registry: CollectorRegistry
+    result: RunResult
+    scrapes: dict[float, Samples] = field(default_factory=dict)
+    """Scrapes taken at the end of the windows whose end time was asked for."""
+
+    @property
+    def summary(self) -> RunSummary:
+        return self.engine.summary
+
+
+def run_plan(
+    plan: RunPlan,
+    *,
+    observers: Sequence[WindowObserver] = (),
+    scrape_at: Iterable[float] = (),
+    on_window: Callable[[Engine, float], None] | None = None,
+) -> Run:
+    """Run ``plan`` to its end on the virtual clock (seeded by ``plan.seed``), scraping at ``scrape_at``."""
+    registry = CollectorRegistry(auto_describe=False)
+    random = RunRandom.from_seed(plan.seed)
+    relay = RelayMetrics(plan.metrics, random.metrics)
+    registry.register(relay)
+    health = HealthMetrics(registry)
+    wanted = set(scrape_at)
+    scrapes: dict[float, Samples] = {}
+    engine: Engine
+
+    def window(t1: float) -> None:
+        if t1 in wanted and t1 not in scrapes:
+            scrapes[t1] = scrape(registry)
+        if on_window is not None:
+            on_window(engine, t1)
+
+    engine = Engine(
+        plan, VirtualClock(plan.epoch), random, relay, health, RunSummary(), observers=observers, on_window=window
+    )
+    if 0.0 in wanted:
+        scrapes[0.0] = scrape(registry)
+    result = asyncio.run(engine.run())
+    return Run(engine=engine, registry=registry, result=result, scrapes=scrapes)
+
+
+def scrape(registry: CollectorRegistry) -> Samples:
+    """The registry's exposition text parsed back: ``{(sample name, labels): value}``."""
+    text = generate_latest(registry).decode("utf-8")
+    return {
+        (s.name, frozenset(s.labels.items())): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **match: str) -> float:
+    """``sum(name{match})``: every series of ``name`` whose labels include ``match``."""
+    want = set(match.items())
+    return sum(v for (n, labels), v in samples.items() if n == name and want <= labels)
+
+
+def rate(before: Samples, after: Samples, seconds: float, name: str, **match: str) -> float:
+    """``sum(rate(name{match}[seconds]))`` from two scrapes ``seconds`` apart (counters never reset here)."""
+    return (total(after, name, **match) - total(before, name, **match)) / seconds
+
+
+def buckets(samples: Samples, histogram: str, **match: str) -> list[tuple[float, float]]:
+    """``sum by (le) (histogram_bucket{match})`` as ``[(le, cumulative count)]``, sorted by ``le``."""
+    by_le: dict[float, float] = {}
+    want = set(match.items())
+    for (n, labels), v in samples.items():
+        if n == f"{histogram}_bucket" and want <= labels:
+            le = float(dict(labels)["le"])
+            by_le[le] = by_le.get(le, 0.0) + v
+    return sorted(by_le.items())
+
+
+def bucket_delta(before: Samples, after: Samples, histogram: str, **match: str) -> list[tuple[float, float]]:
+    """The increase of every bucket between two scrapes (what ``rate(...[5m])`` feeds to histogram_quantile)."""
+    b0, b1 = dict(buckets(before, histogram, **match)), buckets(after, histogram, **match)
+    return [(le, v - b0.get(le, 0.0)) for le, v in b1]
+
+
+def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> float:  # noqa: C901, PLR0911, PLR0912 - mirrors quantile.go branch for branch
+    """Prometheus's ``histogram_quantile`` (promql/quantile.go ``bucketQuantile``) over ``[(le, cumulative)]``.
+
+    Linear interpolation inside the bucket the rank falls in, 0 as the lower bound of the
+    first bucket, and the highest finite bound when the rank falls in ``+Inf``.
+    """
+    if math.isnan(q):
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    bs = sorted(cumulative)
+    if not bs or not math.isinf(bs[-1][0]):
+        return math.nan
+    # Coalesce equal bounds, then force monotonic counts as Prometheus does.
+    merged: list[list[float]] = []
+    for le, n in bs:
+        if merged and merged[-1][0] == le:
+            merged[-1][1] += n
+        else:
+            merged.append([le, n])
+    for i in range(1, len(merged)):
+        merged[i][1] = max(merged[i][1], merged[i - 1][1])
+    if len(merged) < 2:
+        return math.nan
+    observations = merged[-1][1]
+    if observations == 0:
+        return math.nan
+    rank = q * observations
+    b = next((i for i in range(len(merged) - 1) if merged[i][1] >= rank), len(merged) - 1)
+    if b == len(merged) - 1:
+        return merged[-2][0]
+    if b == 0 and merged[0][0] <= 0:
+        return merged[0][0]
+    start, end, count = 0.0, merged[b][0], merged[b][1]
+    if b > 0:
+        start = merged[b - 1][0]
+        count -= merged[b - 1][1]
+        rank -= merged[b - 1][1]
+    return start + (end - start) * (rank / count)
