@@ -74,7 +74,6 @@ class Engine:
         self.log = log
         self.base_state = RunState(model=plan.model, controller=plan.controller)
         self._base_model = self.model = OutcomeModel(plan.model)
-        self._index = {id(ov): i for i, ov in enumerate(plan.timeline.overlays)}
         for ov in plan.timeline.overlays:
             health.overlay_active.labels(overlay=ov.name).set(0.0)
         self._models: dict[tuple[tuple[int, float], ...], OutcomeModel] = {}
@@ -103,7 +102,7 @@ class Engine:
             return self.base_state
         base = replace(self.base_state, rate=self.plan.schedule.at(t))
         state, active = timeline.state_at(base, t)
-        now = {self._index[id(a.overlay)]: a.intensity for a in active}
+        now = {a.index: a.intensity for a in active}
         self._announce(now, t)
         if active:
             key = tuple(sorted((i, round(x, 3)) for i, x in now.items()))

@@ -12,8 +12,9 @@ a latency scenario adds its errors to the slow traffic.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loadsim.overlays.scenarios import Scenario
@@ -59,7 +60,7 @@ class Overlay:
         return {
             "scenario": self.name,
             "start_seconds": self.start,
-            "duration_seconds": self.duration,
+            "duration_seconds": None if math.isinf(self.duration) else self.duration,
             "ramp_in_seconds": self.ramp_in,
             "ramp_out_seconds": self.ramp_out,
             "magnitude": self.magnitude,
@@ -71,15 +72,22 @@ class Overlay:
 class Active:
     """An overlay acting at some moment, with its intensity."""
 
+    index: int
+    """Its place in the timeline (stable for the run)."""
     overlay: Overlay
     intensity: float
 
 
 class Timeline:
-    """All overlays of a run; pure: the state at ``t`` depends on ``t`` alone."""
+    """All overlays of a run: the state at ``t`` depends on ``t`` and the overlays alone.
+
+    Overlays planned in a profile are fixed; a drill or a control API can also start one
+    now, open-ended, and stop it later (:meth:`start_now`, :meth:`stop_now`). Overlays are
+    only ever appended or shortened, so indices stay stable for the run.
+    """
 
     def __init__(self, overlays: Sequence[Overlay] = ()) -> None:
-        self.overlays = tuple(overlays)
+        self.overlays: list[Overlay] = list(overlays)
 
     def __bool__(self) -> bool:
         return bool(self.overlays)
@@ -87,11 +95,32 @@ class Timeline:
     def active(self, t: float) -> list[Active]:
         """Overlays acting at ``t``, in the order given."""
         out = []
-        for ov in self.overlays:
+        for i, ov in enumerate(self.overlays):
             x = ov.intensity(t)
             if x > 0:
-                out.append(Active(ov, x))
+                out.append(Active(i, ov, x))
         return out
+
+    def start_now(
+        self, scenario: Scenario, t: float, options: Mapping[str, Any] | None = None, magnitude: float = 1.0
+    ) -> Overlay:
+        """Start ``scenario`` at run time ``t`` until stopped; options are checked against the scenario's."""
+        unknown = sorted(set(options or {}) - set(scenario.options))
+        if unknown:
+            msg = f"unknown option {', '.join(map(repr, unknown))} for {scenario.name}"
+            raise ValueError(msg)
+        overlay = Overlay(scenario, t, math.inf, magnitude=magnitude, options={**scenario.options, **(options or {})})
+        self.overlays.append(overlay)
+        return overlay
+
+    def stop_now(self, name: str, t: float) -> int:
+        """End every overlay of scenario ``name`` still open at ``t``; returns how many."""
+        stopped = 0
+        for i, ov in enumerate(self.overlays):
+            if ov.name == name and ov.start <= t < ov.end:
+                self.overlays[i] = replace(ov, duration=max(t - ov.start, 0.0))
+                stopped += 1
+        return stopped
 
     def state_at(self, base: RunState, t: float) -> tuple[RunState, list[Active]]:
         """The state in force at ``t``: ``base`` with every active overlay applied."""
