@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from loadsim import __version__
-from loadsim.errors import EXIT_OK, EXIT_USAGE, ConfigError, Problem
+from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
 from loadsim.sinks.metrics_server import DEFAULT_LISTEN, ListenAddress
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
-from loadsim.units import format_duration, parse_duration
+from loadsim.units import format_duration, parse_duration, parse_rate
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 
@@ -47,6 +47,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--virtual", action="store_true", help="plan on the virtual calendar (default: now)")
 
     sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
+
+    verify = sub.add_parser(
+        "verify", help="the scenario x alert matrix: which relay alerts each scenario fires (virtual time, promtool)"
+    )
+    verify.add_argument(
+        "--rules",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="rule files evaluated together (default: the relay's recording rules with each of its two alert files)",
+    )
+    verify.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
+    verify.add_argument("--background-hours", type=float, default=48.0, help="length of the background-only run")
+    verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
+    verify.add_argument("--seed", type=int, default=1)
+    verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
 
     scenario = sub.add_parser(
         "scenario",
@@ -100,7 +116,7 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    commands = {"check": _check, "scenarios": _scenarios, "scenario": _scenario, "run": _run}
+    commands = {"check": _check, "scenarios": _scenarios, "scenario": _scenario, "run": _run, "verify": _verify}
     try:
         return commands[args.command](args)
     except ConfigError as e:
@@ -163,6 +179,48 @@ def _scenario(args: argparse.Namespace) -> int:
     overlay = OverlaySpec(scenario=args.name, start=0.0, duration=seconds)
     profile = profile.model_copy(update={"overlay": [overlay]})
     return _execute(args, profile, f"scenario {args.name}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from loadsim.overlays.scenarios import SCENARIOS
+    from loadsim.verify.matrix import default_cases, default_rule_sets, render, run_matrix
+    from loadsim.verify.promtool import PromtoolError, find_promtool
+
+    problems = [
+        Problem("--scenario", "", f"unknown scenario {n!r}; expected one of: {', '.join(SCENARIOS)}")
+        for n in args.scenario
+        if n not in SCENARIOS
+    ]
+    problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
+    if args.background_hours <= 0:
+        problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
+    try:
+        rate = parse_rate(args.rate)
+        if rate <= 0:
+            problems.append(Problem("--rate", "", f"must be > 0, got {args.rate!r}"))
+    except ValueError as e:
+        problems.append(Problem("--rate", "", str(e)))
+    try:
+        find_promtool()
+    except PromtoolError as e:
+        problems.append(Problem("promtool", "", str(e)))
+    if problems:
+        raise ConfigError(problems)
+    rule_sets = [list(args.rules)] if args.rules else default_rule_sets()
+    cases = default_cases(args.background_hours, args.scenario or None)
+    started = time.monotonic()
+    failed = False
+    for rules in rule_sets:
+        try:
+            rows = run_matrix(cases, rules, export=args.export, rate=args.rate, seed=args.seed)
+        except PromtoolError as e:
+            print(f"loadsim: verify: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+        print("\n".join(render(rows, rules)))
+        print()
+        failed |= not all(r.ok for r in rows)
+    print(f"verify: {'FAIL' if failed else 'ok'} in {time.monotonic() - started:.0f}s wall")
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

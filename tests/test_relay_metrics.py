@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -385,3 +386,21 @@ class TestControllerHeartbeat:
     def test_percent_follows_the_controller(self) -> None:
         run = run_plan(steady(1, hours=0.5, controller={"percent": 10.0}))
         assert total(scrape(run.registry), "rollout_controller_percent", feature="google") == 10.0
+
+
+class TestFastSampleValues:
+    """RelayMetrics.sample_values must equal render(), sample by sample, in every shape."""
+
+    @pytest.mark.parametrize(
+        "metrics",
+        [{}, {"status_label": True}, {"workspace_ids": ["a", "b", "c"], "workspace_weights": [1, 2, 3]}],
+    )
+    @pytest.mark.parametrize("controller_visible", [True, False])
+    def test_matches_render(self, metrics, controller_visible) -> None:
+        plan = make_plan(duration="20m", schedule=[{"kind": "constant", "rate": "30/s"}], metrics=metrics)
+        run = run_plan(plan)
+        relay = run.engine.relay
+        snap = replace(relay.snapshot(), controller_visible=controller_visible)
+        rendered = [s.value for fam in relay.render(snap) for s in fam.samples]
+        assert relay.sample_values(snap).tolist() == rendered
+        assert sum(rendered) > 0

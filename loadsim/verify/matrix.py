@@ -13,9 +13,10 @@ outside loadsim's contract and never judged.
 from __future__ import annotations
 
 import asyncio
-import math
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,11 @@ from loadsim.profile import parse_profile
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
-from loadsim.verify.promtool import PromtoolCase, firing_by_time
+from loadsim.verify.promtool import PromtoolCase, first_firing
 from loadsim.verify.recorder import ScrapeRecorder
+
+RELAY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "relay"
+"""The project's copy of the relay's observability config."""
 
 LEAD = 20 * 60.0
 """Healthy traffic before the overlay: every 5-minute window is full when it starts."""
@@ -62,6 +66,13 @@ class Case:
     def duration(self) -> float:
         """Run length: lead, window, tail (or the background run's length)."""
         return self.background if self.scenario is None else LEAD + self.window + TAIL
+
+
+def default_rule_sets(config: Path = RELAY_CONFIG) -> list[list[Path]]:
+    """The relay's recording rules with each of its alert files in turn (both define the same alert names)."""
+    prom = config / "prometheus"
+    recording = prom / "prometheus-recording.yml"
+    return [[recording, prom / "prometheus-alerts.yml"], [recording, prom / "prometheus-alerts-v2.yml"]]
 
 
 def default_cases(background_hours: float = 48.0, scenarios: Iterable[str] | None = None) -> list[Case]:
@@ -138,31 +149,27 @@ def record_case(case: Case, *, rate: str = "20/s", seed: int = 1, scrape_interva
 
 def run_case(case: Case, rule_files: Sequence[Path], workdir: Path, **kwargs: Any) -> Row:
     """Record a case and let promtool say which alerts fired, and when."""
-    import time
-
     t0 = time.monotonic()
     recorder = record_case(case, **kwargs)
-    firing = firing_by_time(PromtoolCase(case.label, recorder, tuple(rule_files)), workdir)
+    firing = first_firing(PromtoolCase(case.label, recorder, tuple(rule_files)), workdir)
     origin = 0.0 if case.scenario is None else LEAD
-    fired: dict[str, float] = {}
-    outside: set[str] = set()
-    for t in sorted(firing):
-        for name in firing[t]:
-            if name in ALL_ALERTS:
-                fired.setdefault(name, (t - origin) / 60.0)
-            else:
-                outside.add(name)
+    fired = {name: (t - origin) / 60.0 for name, t in firing.items() if name in ALL_ALERTS}
+    outside = {name for name in firing if name not in ALL_ALERTS}
     return Row(case, fired, outside, time.monotonic() - t0)
 
 
 def run_matrix(
-    cases: Sequence[Case], rule_files: Sequence[Path], export: Path | None = None, **kwargs: Any
+    cases: Sequence[Case], rule_files: Sequence[Path], export: Path | None = None, workers: int = 2, **kwargs: Any
 ) -> list[Row]:
-    """Every case against the rule files (promtool files go to ``export`` when given)."""
-    if export is not None:
-        return [run_case(c, rule_files, export, **kwargs) for c in cases]
+    """Every case against the rule files (promtool files go to ``export`` when given).
+
+    Cases run on ``workers`` threads: recording holds the interpreter, promtool runs in its
+    own process, so two workers keep both cores busy.
+    """
     with tempfile.TemporaryDirectory(prefix="loadsim-verify-") as tmp:
-        return [run_case(c, rule_files, Path(tmp), **kwargs) for c in cases]
+        workdir = export or Path(tmp)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            return list(pool.map(lambda c: run_case(c, rule_files, workdir, **kwargs), cases))
 
 
 def render(rows: Sequence[Row], rule_files: Sequence[Path]) -> list[str]:
@@ -203,7 +210,3 @@ def findings(rows: Sequence[Row]) -> list[str]:
         )
     return out
 
-
-def wall_minutes(rows: Sequence[Row]) -> float:
-    """Total wall time of the cases, in minutes."""
-    return math.fsum(r.wall_seconds for r in rows) / 60.0

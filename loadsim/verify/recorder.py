@@ -58,13 +58,27 @@ class ScrapeRecorder:
         return out
 
     def series(self) -> dict[SeriesKey, list[float | None]]:
-        """Every series over every scrape, None where it was absent."""
+        """Every series over every scrape, None where it was absent.
+
+        Sample names and labels come from one full render per shape of snapshot (with or
+        without the controller's series); the values of every scrape from the fast numpy
+        path, which keeps 48 hours of scrapes to about a second.
+        """
+        n = len(self.scrapes)
         table: dict[SeriesKey, list[float | None]] = {}
+        keys_by_shape: dict[bool, list[SeriesKey]] = {}
         for i, scrape in enumerate(self.scrapes):
-            for key, value in self.samples(scrape).items():
-                table.setdefault(key, [None] * len(self.scrapes))[i] = value
-        for values in table.values():
-            values.extend([None] * (len(self.scrapes) - len(values)))
+            snap = scrape.snapshot
+            if snap is None:
+                continue
+            keys = keys_by_shape.get(snap.controller_visible)
+            if keys is None:
+                keys = keys_by_shape[snap.controller_visible] = list(self.samples(scrape))
+            for key, value in zip(keys, self.relay.sample_values(snap).tolist(), strict=True):
+                column = table.get(key)
+                if column is None:
+                    column = table[key] = [None] * n
+                column[i] = value
         return table
 
     # -- read-backs, the way the relay's recording rules compute them -----------------------
