@@ -15,6 +15,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
@@ -63,6 +64,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
+
+    drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
+    drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
+    drill.add_argument("--alertmanager", required=True, metavar="URL", help="Alertmanager base URL")
+    drill.add_argument(
+        "--time-scale", type=float, default=1.0, metavar="K", help="rules time-scaled K times (default 1)"
+    )
+    drill.add_argument("--rate", help="background rate (default 5/s; 15/s times the time scale when scaled, <= 500/s)")
+    drill.add_argument("--seed", type=int, help="random seed")
+    drill.add_argument("--json", type=Path, metavar="FILE", help="also write the score card here")
+    _runtime_args(drill)
+
+    scale = sub.add_parser("scale-rules", help="write time-scaled copies of rule files (for fast drills and tests)")
+    scale.add_argument("factor", type=float, help="divide every time constant by this, e.g. 30")
+    scale.add_argument("out", type=Path, help="output directory")
+    scale.add_argument("files", nargs="*", type=Path, help="rule files (default: the relay's, from deploy/relay)")
 
     scenario = sub.add_parser(
         "scenario",
@@ -116,7 +133,15 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = build_parser().parse_args(argv)
-    commands = {"check": _check, "scenarios": _scenarios, "scenario": _scenario, "run": _run, "verify": _verify}
+    commands = {
+        "check": _check,
+        "scenarios": _scenarios,
+        "scenario": _scenario,
+        "run": _run,
+        "verify": _verify,
+        "drill": _drill,
+        "scale-rules": _scale_rules,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as e:
@@ -223,12 +248,65 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _scale_rules(args: argparse.Namespace) -> int:
+    from loadsim.verify.matrix import RELAY_CONFIG
+    from loadsim.verify.scaling import write_scaled
+
+    files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
+    problems = [Problem(str(p), "", "file not found") for p in files if not p.is_file()]
+    if args.factor <= 0:
+        problems.append(Problem("factor", "", f"must be > 0, got {args.factor:g}"))
+    if problems:
+        raise ConfigError(problems)
+    for path in write_scaled(files, args.out, args.factor):
+        print(path)
+    return EXIT_OK
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from loadsim.drill import Drill, card_json
+
+    problems = []
+    if args.time_scale <= 0:
+        problems.append(Problem("--time-scale", "", f"must be > 0, got {args.time_scale:g}"))
+    allowed = _allowed_hosts(args)
+    for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager)):
+        host = urlsplit(url).hostname
+        if not host or urlsplit(url).scheme not in ("http", "https"):
+            problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
+        elif not ListenAddress(host, 0).is_loopback and host not in allowed:
+            problems.append(Problem(option, "", f"{host} is not on loopback; allow it with --allow-host {host}"))
+    if problems:
+        raise ConfigError(problems)
+    # A scaled window holds K times fewer sends; three times K x 5/s keeps ratios steady near thresholds.
+    rate = args.rate or f"{5.0 if args.time_scale <= 1 else min(15.0 * args.time_scale, 500.0):g}/s"
+    overrides = Overrides(duration="7d", rate=rate, seed=args.seed)
+    profile = apply_overrides(EMBEDDED_DEFAULT.model_copy(update={"name": "drill-01"}), overrides)
+    profile = profile.model_copy(update={"engine": profile.engine.model_copy(update={"grace": 5.0})})
+    card_holder: list[Any] = []
+
+    async def drill(engine: Any, log: Any) -> None:
+        card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
+        card_holder.append(card)
+
+    _execute(args, profile, "drill", companion=drill)
+    card = card_holder[0]
+    print("\n".join(card.lines()))
+    if args.json is not None:
+        args.json.write_text(card_json(card), encoding="utf-8")
+    return EXIT_OK if card.score == 6 else EXIT_FAILURE
+
+
+def _allowed_hosts(args: argparse.Namespace) -> set[str]:
+    return set(args.allow_host) | {h.strip() for h in os.environ.get(ALLOW_HOSTS_ENV, "").split(",") if h.strip()}
+
+
 def _run(args: argparse.Namespace) -> int:
     profile, source = _load(args)
     return _execute(args, profile, source)
 
 
-def _execute(args: argparse.Namespace, profile: Profile, source: str) -> int:
+def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     from loadsim.runner import ListenError, RunOptions, execute
 
     listen = None
@@ -242,7 +320,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str) -> int:
     configure(args.log_level)
     options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json, push=push)
     try:
-        summary = _run_loop(execute(plan, options))
+        summary = _run_loop(execute(plan, options, companion))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     _print_summary(plan, summary)
@@ -270,7 +348,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
         )
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
-    allowed = set(args.allow_host) | {h.strip() for h in os.environ.get(ALLOW_HOSTS_ENV, "").split(",") if h.strip()}
+    allowed = _allowed_hosts(args)
     if not ListenAddress(target.host, 0).is_loopback and target.host not in allowed:
         problems.append(
             Problem(

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from loadsim.engine.clock import Clock, VirtualClock, WallClock
-from loadsim.engine.loop import Engine
+from loadsim.engine.loop import Engine, RunResult
 from loadsim.engine.seeds import RunRandom
 from loadsim.logs import get_logger
 from loadsim.plan import RunPlan
@@ -45,8 +46,12 @@ class ListenError(Exception):
     """The metrics listener could not bind its address."""
 
 
-async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
-    """Run ``plan`` to its end (or a signal); returns the summary."""
+Companion = Callable[[Engine, Any], Awaitable[None]]
+"""Something that works beside a running engine (a drill); the run stops when it returns."""
+
+
+async def execute(plan: RunPlan, options: RunOptions, companion: Companion | None = None) -> dict[str, Any]:
+    """Run ``plan`` to its end (or a signal, or until ``companion`` returns); returns the summary."""
     log = get_logger(profile=plan.name, seed=plan.seed, virtual=plan.virtual)
     registry = CollectorRegistry(auto_describe=False)
     random = RunRandom.from_seed(plan.seed)
@@ -57,32 +62,17 @@ async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
     clock: Clock = VirtualClock(plan.epoch) if plan.virtual else WallClock()
     progress = Progress(plan, summary, mode=options.progress, logger=log)
     engine = Engine(plan, clock, random, relay, health, summary, on_window=progress.maybe_report, log=log)
-
     server = MetricsServer(
         registry,
         ready=lambda: not engine.stop_requested and engine.t < plan.duration,
         serving=lambda: relay.exposition_up,
     )
     if options.listen is not None:
-        try:
-            await server.start(options.listen)
-        except OSError as e:
-            raise ListenError(f"cannot listen on {options.listen.host}:{options.listen.port}: {e.strerror}") from None
-        url = f"http://{options.listen.host}:{server.port}/metrics"
-        if not options.listen.is_loopback:
-            log.warning("metrics.listening_beyond_loopback", host=options.listen.host)
-        log.info("metrics.listening", url=url)
-
+        await _listen(server, options.listen, log)
     pusher = None
     if options.push is not None:
         pusher = Pusher(options.push, registry, registry, log, serving=lambda: relay.exposition_up)
-        log.info(
-            "push.start",
-            url=options.push.url,
-            job=options.push.job,
-            instance=options.push.instance,
-            interval=options.push.interval,
-        )
+        log.info("push.start", url=options.push.url, job=options.push.job, instance=options.push.instance)
         pusher.start()
 
     signals = _SignalHandler(engine, log)
@@ -90,25 +80,47 @@ async def execute(plan: RunPlan, options: RunOptions) -> dict[str, Any]:
     log.info("run.start", duration_seconds=plan.duration, expected_sends=round(plan.expected_sends()), tick=plan.tick)
     wall0 = time.monotonic()
     try:
-        result = await engine.run()
+        result = await _drive(engine, companion, log)
     finally:
         signals.remove()
         progress.close()
         if pusher is not None:
             await pusher.stop()
         await server.stop()
-    wall = time.monotonic() - wall0
     out = summary.to_dict(
-        run_seconds=result.run_seconds, wall_seconds=wall, target_sends=plan.expected_sends(0.0, result.run_seconds)
+        run_seconds=result.run_seconds,
+        wall_seconds=time.monotonic() - wall0,
+        target_sends=plan.expected_sends(0.0, result.run_seconds),
     )
-    out["profile"] = plan.name
-    out["seed"] = plan.seed
-    out["virtual"] = plan.virtual
-    out["stopped_early"] = result.stopped_early
+    out.update(profile=plan.name, seed=plan.seed, virtual=plan.virtual, stopped_early=result.stopped_early)
     log.info("run.summary", **out)
     if options.summary_json is not None:
         _write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
     return out
+
+
+async def _listen(server: MetricsServer, address: ListenAddress, log: Any) -> None:
+    try:
+        await server.start(address)
+    except OSError as e:
+        raise ListenError(f"cannot listen on {address.host}:{address.port}: {e.strerror}") from None
+    if not address.is_loopback:
+        log.warning("metrics.listening_beyond_loopback", host=address.host)
+    log.info("metrics.listening", url=f"http://{address.host}:{server.port}/metrics")
+
+
+async def _drive(engine: Engine, companion: Companion | None, log: Any) -> RunResult:
+    """The engine alone, or the engine with a companion that decides when the run ends."""
+    if companion is None:
+        return await engine.run()
+    run = asyncio.create_task(engine.run())
+    try:
+        await companion(engine, log)
+    finally:
+        # Whatever the companion did, the engine drains and the run's counts stay whole.
+        engine.request_stop()
+        result = await run
+    return result
 
 
 class _SignalHandler:
