@@ -209,4 +209,3 @@ def findings(rows: Sequence[Row]) -> list[str]:
             "a dead controller pushing through a Pushgateway never fires it"
         )
     return out
-
