@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from loadsim import __version__
@@ -25,6 +25,9 @@ from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
 from loadsim.sinks.metrics_server import DEFAULT_LISTEN, ListenAddress
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import format_duration, parse_duration, parse_rate
+
+if TYPE_CHECKING:
+    from loadsim.runner import StateOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 
@@ -121,6 +124,14 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
         "--push-instance", default=DEFAULT_INSTANCE, help=f"grouping key instance (default {DEFAULT_INSTANCE})"
     )
     p.add_argument("--keep-group", action="store_true", help="leave the pushed group in place at a clean exit")
+    p.add_argument("--grace", help="how long sends in flight may finish after the schedule or a signal (default 35s)")
+    p.add_argument("--state", type=Path, metavar="FILE", help="checkpoint here and resume from it after a restart")
+    fresh = p.add_mutually_exclusive_group()
+    fresh.add_argument("--fresh", action="store_true", help="with --state: start a new run (old file kept as .bak)")
+    fresh.add_argument(
+        "--fresh-if-missing", action="store_true", help="with --state: resume if the file exists, else start"
+    )
+    p.add_argument("--checkpoint-interval", default="5s", help="time between checkpoints (default 5s)")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -307,7 +318,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
-    from loadsim.runner import ListenError, RunOptions, execute
+    from loadsim.runner import ListenError, RunOptions, execute, open_state
 
     listen = None
     if not args.no_listen:
@@ -316,15 +327,49 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         except ValueError as e:
             raise ConfigError([Problem("--listen", "", str(e))]) from None
     push = _push_target(args)
+    profile = _with_grace(args, profile)
+    state = _state_options(args)
     plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
+    resume = None
+    if state is not None:
+        resume = open_state(state, plan.fingerprint, plan.name, plan.seed)
+        if resume is not None and not plan.virtual:
+            plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
     configure(args.log_level)
-    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json, push=push)
+    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json, push=push, state=state)
     try:
-        summary = _run_loop(execute(plan, options, companion))
+        summary = _run_loop(execute(plan, options, companion, resume))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _with_grace(args: argparse.Namespace, profile: Profile) -> Profile:
+    if args.grace is None:
+        return profile
+    try:
+        grace = parse_duration(args.grace)
+    except ValueError as e:
+        raise ConfigError.single("--grace", "", str(e)) from None
+    return profile.model_copy(update={"engine": profile.engine.model_copy(update={"grace": grace})})
+
+
+def _state_options(args: argparse.Namespace) -> StateOptions | None:
+    from loadsim.runner import StateOptions
+
+    if args.state is None:
+        if args.fresh or args.fresh_if_missing:
+            raise ConfigError.single("--fresh", "", "needs --state FILE")
+        return None
+    try:
+        interval = parse_duration(args.checkpoint_interval)
+    except ValueError as e:
+        raise ConfigError.single("--checkpoint-interval", "", str(e)) from None
+    if interval <= 0:
+        raise ConfigError.single("--checkpoint-interval", "", f"must be > 0, got {args.checkpoint_interval!r}")
+    mode = "fresh" if args.fresh else "fresh-if-missing" if args.fresh_if_missing else "resume"
+    return StateOptions(path=args.state, mode=mode, interval=interval)
 
 
 def _push_target(args: argparse.Namespace) -> PushTarget | None:

@@ -7,6 +7,7 @@ engine settings. Building it never starts anything.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -67,6 +68,8 @@ class RunPlan:
     """Unix time of run time 0 (calendar for diurnal curves)."""
     virtual: bool
     timeline: Timeline
+    fingerprint: str = ""
+    """Identifies the run (profile and seed) for state files."""
 
     @property
     def tick(self) -> float:
@@ -76,6 +79,11 @@ class RunPlan:
     def expected_sends(self, t0: float = 0.0, t1: float | None = None) -> float:
         """Expected arrivals over ``[t0, t1)`` (the whole run by default)."""
         return self.schedule.expected(t0, self.duration if t1 is None else t1)
+
+
+def fingerprint(profile_json: str, seed: int) -> str:
+    """What makes two runs the same run: the validated profile (with overrides) and the seed."""
+    return hashlib.sha256(f"{seed}\n{profile_json}".encode()).hexdigest()[:16]
 
 
 def apply_overrides(profile: Profile, overrides: Overrides) -> Profile:
@@ -163,6 +171,7 @@ def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = No
         epoch=epoch,
         virtual=virtual,
         timeline=build_timeline(profile, epoch, source),
+        fingerprint=fingerprint(profile.model_dump_json(), profile.seed),
     )
 
 

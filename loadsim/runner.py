@@ -19,9 +19,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from loadsim.engine import checkpoint
+from loadsim.engine.checkpoint import Checkpoint
 from loadsim.engine.clock import Clock, VirtualClock, WallClock
 from loadsim.engine.loop import Engine, RunResult
 from loadsim.engine.seeds import RunRandom
+from loadsim.errors import ConfigError
 from loadsim.logs import get_logger
 from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
@@ -40,6 +43,34 @@ class RunOptions:
     progress: str = "auto"
     summary_json: Path | None = None
     push: PushTarget | None = None
+    state: StateOptions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateOptions:
+    """``--state FILE`` and how to treat a missing or old file."""
+
+    path: Path
+    mode: str = "resume"
+    """``resume`` (the file must exist), ``fresh`` (start over, keeping the old file as .bak)
+    or ``fresh-if-missing`` (resume when present, start when absent)."""
+    interval: float = 5.0
+    """Seconds of wall time between checkpoints."""
+
+
+def open_state(options: StateOptions, plan_fingerprint: str, profile: str, seed: int) -> Checkpoint | None:
+    """The checkpoint to resume from, or None to start a new run; ConfigError when neither is allowed."""
+    path = options.path
+    if options.mode == "fresh":
+        if path.exists():
+            path.replace(path.with_name(path.name + ".bak"))
+        return None
+    if options.mode == "fresh-if-missing" and not path.exists():
+        return None
+    try:
+        return checkpoint.read(path, run_fingerprint=plan_fingerprint, profile=profile, seed=seed)
+    except checkpoint.StateError as e:
+        raise ConfigError.single(str(path), "", str(e)) from None
 
 
 class ListenError(Exception):
@@ -50,8 +81,14 @@ Companion = Callable[[Engine, Any], Awaitable[None]]
 """Something that works beside a running engine (a drill); the run stops when it returns."""
 
 
-async def execute(plan: RunPlan, options: RunOptions, companion: Companion | None = None) -> dict[str, Any]:
-    """Run ``plan`` to its end (or a signal, or until ``companion`` returns); returns the summary."""
+async def execute(
+    plan: RunPlan, options: RunOptions, companion: Companion | None = None, resume: Checkpoint | None = None
+) -> dict[str, Any]:
+    """Run ``plan`` to its end (or a signal, or until ``companion`` returns); returns the summary.
+
+    ``resume`` continues a checkpointed run: the plan must have been built on the
+    checkpoint's epoch, so the schedule and overlays keep their wall-clock times.
+    """
     log = get_logger(profile=plan.name, seed=plan.seed, virtual=plan.virtual)
     registry = CollectorRegistry(auto_describe=False)
     random = RunRandom.from_seed(plan.seed)
@@ -59,11 +96,12 @@ async def execute(plan: RunPlan, options: RunOptions, companion: Companion | Non
     registry.register(relay)
     health = HealthMetrics(registry)
     summary = RunSummary()
-    clock: Clock = VirtualClock(plan.epoch) if plan.virtual else WallClock()
+    clock = _clock(plan, resume)
     progress = Progress(plan, summary, mode=options.progress, logger=log)
     engine = Engine(plan, clock, random, relay, health, summary, on_window=progress.maybe_report, log=log)
+    exposed, keeper = await _keep_state(engine, registry, options.state, resume, log)
     server = MetricsServer(
-        registry,
+        exposed,
         ready=lambda: not engine.stop_requested and engine.t < plan.duration,
         serving=lambda: relay.exposition_up,
     )
@@ -71,7 +109,7 @@ async def execute(plan: RunPlan, options: RunOptions, companion: Companion | Non
         await _listen(server, options.listen, log)
     pusher = None
     if options.push is not None:
-        pusher = Pusher(options.push, registry, registry, log, serving=lambda: relay.exposition_up)
+        pusher = Pusher(options.push, exposed, registry, log, serving=lambda: relay.exposition_up)
         log.info("push.start", url=options.push.url, job=options.push.job, instance=options.push.instance)
         pusher.start()
 
@@ -79,11 +117,15 @@ async def execute(plan: RunPlan, options: RunOptions, companion: Companion | Non
     signals.install()
     log.info("run.start", duration_seconds=plan.duration, expected_sends=round(plan.expected_sends()), tick=plan.tick)
     wall0 = time.monotonic()
+    if keeper is not None:
+        keeper.start()
     try:
         result = await _drive(engine, companion, log)
     finally:
         signals.remove()
         progress.close()
+        if keeper is not None:
+            await keeper.stop()
         if pusher is not None:
             await pusher.stop()
         await server.stop()
@@ -97,6 +139,83 @@ async def execute(plan: RunPlan, options: RunOptions, companion: Companion | Non
     if options.summary_json is not None:
         _write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
     return out
+
+
+def _clock(plan: RunPlan, resume: Checkpoint | None) -> Clock:
+    if plan.virtual:
+        return VirtualClock(plan.epoch, start=resume.t if resume is not None else 0.0)
+    if resume is None:
+        return WallClock()
+    # Wall-anchored: run time is time since the original start, downtime included.
+    return WallClock(origin_offset=max(time.time() - plan.epoch, resume.t))
+
+
+class _StateKeeper:
+    """Checkpoints on an interval; what it wrote last is what the exposition serves."""
+
+    def __init__(self, engine: Engine, registry: CollectorRegistry, options: StateOptions, log: Any) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.options = options
+        self.log = log
+        self.frozen = checkpoint.FrozenRegistry()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def checkpoint(self) -> bool:
+        """Capture between two windows, write off the loop, then publish what was written."""
+        ck = checkpoint.capture(self.engine)
+        families = list(self.registry.collect())
+        try:
+            await asyncio.to_thread(checkpoint.write, self.options.path, ck)
+        except OSError as e:
+            if not self._failing:
+                # An expected I/O failure (disk full, volume gone): one line, no traceback.
+                self.log.error("state.write_failed", path=str(self.options.path), error=str(e))  # noqa: TRY400
+            self._failing = True
+            return False
+        if self._failing:
+            self.log.info("state.write_recovered", path=str(self.options.path))
+        self._failing = False
+        self.frozen.freeze(families)
+        return True
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.interval)
+            await self.checkpoint()
+
+    async def stop(self) -> None:
+        """Stop the interval and write the final checkpoint."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.checkpoint()
+
+
+async def _keep_state(
+    engine: Engine, registry: CollectorRegistry, state: StateOptions | None, resume: Checkpoint | None, log: Any
+) -> tuple[CollectorRegistry, _StateKeeper | None]:
+    """Restore a checkpoint if resuming; with state, expose only what was checkpointed."""
+    if state is None:
+        return registry, None
+    if resume is not None:
+        checkpoint.restore(engine, resume)
+        missed = 0 if engine.plan.virtual else engine.skip_to(engine.clock.now())
+        log.info(
+            "state.resumed",
+            path=str(state.path),
+            checkpoint_run_seconds=resume.t,
+            run_seconds=engine.t,
+            missed_while_down=missed,
+        )
+    keeper = _StateKeeper(engine, registry, state, log)
+    await keeper.checkpoint()
+    return keeper.frozen.registry(), keeper
 
 
 async def _listen(server: MetricsServer, address: ListenAddress, log: Any) -> None:

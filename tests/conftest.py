@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -156,3 +165,82 @@ def histogram_quantile(q: float, cumulative: Sequence[tuple[float, float]]) -> f
         count -= merged[b - 1][1]
         rank -= merged[b - 1][1]
     return start + (end - start) * (rank / count)
+
+
+# -- real loadsim processes ------------------------------------------------------------------
+# Tests of the process itself (signals, restarts, listeners) start `python -m loadsim` as a
+# child and read its JSON log lines; every wait is bounded.
+
+
+class Child:
+    """A loadsim child process and the JSON events it has logged so far."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+
+    def wait_for_event(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
+        """Read stdout until ``event`` is logged (returned), or fail."""
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            self.events.append(record)
+            if record.get("event") == event:
+                return record
+        raise AssertionError(f"no {event} event; got {[e.get('event') for e in self.events]}")
+
+    def finish(self, timeout: float = 30.0) -> int:
+        """Wait for exit, collecting the remaining events; returns the exit code."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        for line in out.splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                self.events.append(json.loads(line))
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def loadsim_process(*args: str) -> Iterator[Child]:
+    """``python -m loadsim ARGS`` with pipes; killed on the way out if still running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadsim", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    with proc:
+        try:
+            yield Child(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=10)
+
+
+def http_get(url: str, timeout: float = 5.0) -> str:
+    """GET a loopback URL's body."""
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        body: bytes = r.read()
+    return body.decode()
+
+
+def sample_value(text: str, name: str, **labels: str) -> float | None:
+    """The first sample called ``name`` with ``labels`` in an exposition text (None if absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+def require_binary(name: str) -> str:
+    """A binary's path; fail when missing on CI (setup-stack.sh installs it), skip elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; scripts/setup-stack.sh should have installed it")
+        pytest.skip(f"{name} is not installed (run scripts/setup-stack.sh)")
+    return path

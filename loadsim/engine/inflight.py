@@ -19,10 +19,11 @@ class InFlight:
     """The pending completions of one run."""
 
     def __init__(self) -> None:
-        self._pending = _empty()
+        self.pending = _empty()
+        """Sends in flight (checkpoints save and restore them)."""
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self.pending)
 
     def add_and_pop_due(self, started: Executions, t: float) -> Executions:
         """Add ``started``; return (and forget) every send due before ``t``.
@@ -32,10 +33,10 @@ class InFlight:
         """
         due_new, later = _split(started, t)
         due_old = _empty()
-        if len(self._pending):
-            due_old, self._pending = _split(self._pending, t)
+        if len(self.pending):
+            due_old, self.pending = _split(self.pending, t)
         if len(later):
-            self._pending = _concat(self._pending, later) if len(self._pending) else later
+            self.pending = _concat(self.pending, later) if len(self.pending) else later
         if not len(due_old):
             return due_new
         if not len(due_new):
@@ -44,12 +45,12 @@ class InFlight:
 
     def abandon(self) -> Executions:
         """Hand over every send still in flight (at a forced stop) and forget them."""
-        pending, self._pending = self._pending, _empty()
+        pending, self.pending = self.pending, _empty()
         return pending
 
     def next_due(self) -> float:
         """When the next pending send completes (inf when none)."""
-        return float(self._pending.done_at.min()) if len(self._pending) else float("inf")
+        return float(self.pending.done_at.min()) if len(self.pending) else float("inf")
 
 
 def _empty() -> Executions:

@@ -26,6 +26,10 @@ class RunRandom:
     metrics: np.random.Generator
     overlays: np.random.Generator
 
+    def generators(self) -> dict[str, np.random.Generator]:
+        """Every stream by name (checkpoints save and restore their states)."""
+        return {name: getattr(self, name) for name in STREAMS}
+
     @classmethod
     def from_seed(cls, seed: int) -> RunRandom:
         """Spawn every stream from ``seed``."""

@@ -26,6 +26,11 @@ class HealthMetrics:
         self.abandoned = Counter(
             "loadsim_sends_abandoned", "Sends still in flight when the run stopped", registry=registry
         )
+        self.missed = Counter(
+            "loadsim_arrivals_missed",
+            "Arrivals the schedule expected while loadsim was down (restart from a checkpoint)",
+            registry=registry,
+        )
         self.in_flight = Gauge("loadsim_sends_in_flight", "Sends started and not yet completed", registry=registry)
         self.target_rate = Gauge("loadsim_target_rate", "Scheduled send rate (per second) now", registry=registry)
         self.run_seconds = Gauge("loadsim_run_seconds", "Run time reached (virtual or wall)", registry=registry)

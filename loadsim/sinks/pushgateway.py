@@ -108,7 +108,8 @@ class Pusher:
         self._outage_since: float | None = None
         self._failed_attempts = 0
         self._deleted = False
-        self.backoff_cap = 60.0
+        self.backoff_cap = 30.0
+        """Longest wait between retries during an outage: recovery is seen within this long."""
 
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes

@@ -55,6 +55,8 @@ class RunSummary:
     started: int = 0
     dropped: int = 0
     abandoned: int = 0
+    missed: int = 0
+    """Arrivals the schedule expected while the run was down (between a checkpoint and a restart)."""
 
     def record_starts(self, effects: StartEffects) -> None:
         self.class_counts += effects.guard_counts
@@ -97,6 +99,7 @@ class RunSummary:
                 "dropped": self.dropped,
                 "finished": self.finished,
                 "abandoned": self.abandoned,
+                "missed_while_down": self.missed,
             },
             "achieved_rate_per_s": self.started / run_seconds if run_seconds > 0 else 0.0,
             "target_rate_per_s": target_sends / run_seconds if run_seconds > 0 else 0.0,
