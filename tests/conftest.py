@@ -178,6 +178,7 @@ class Child:
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
+        self.stderr = ""
 
     def wait_for_event(self, event: str, timeout: float = 20.0) -> dict[str, Any]:
         """Read stdout until ``event`` is logged (returned), or fail."""
@@ -198,7 +199,7 @@ class Child:
 
     def finish(self, timeout: float = 30.0) -> int:
         """Wait for exit, collecting the remaining events; returns the exit code."""
-        out, _ = self.proc.communicate(timeout=timeout)
+        out, self.stderr = self.proc.communicate(timeout=timeout)
         for line in out.splitlines():
             with contextlib.suppress(json.JSONDecodeError):
                 self.events.append(json.loads(line))

@@ -236,3 +236,41 @@ def test_pushgateway_down_for_a_minute_loses_nothing(tmp_path: Path) -> None:
     assert events.count("push.recovered") == 1
     # The engine kept its rate while the Pushgateway was down (open model, push off the loop).
     assert local["achieved_rate_per_s"] == pytest.approx(100, rel=0.05)
+
+
+class TestSecrets:
+    def test_push_credentials_never_reach_the_logs(self) -> None:
+        # A dead Pushgateway (port 9 on loopback: nothing listens) so the outage path logs too.
+        with loadsim_process(
+            "run",
+            "--rate",
+            "20/s",
+            "--duration",
+            "3s",
+            "--no-listen",
+            "--progress",
+            "json",
+            "--log-level",
+            "debug",
+            "--pushgateway",
+            "http://relay:s3cr3t-pass@127.0.0.1:9",
+            "--push-interval",
+            "1s",
+        ) as child:
+            code = child.finish(timeout=90)
+        assert code == 0
+        text = json.dumps(child.events) + child.stderr
+        assert "s3cr3t" not in text
+        assert any(e.get("event") == "push.outage" for e in child.events)
+        assert any(e.get("event") == "push.final_failed" for e in child.events)
+
+    def test_redaction_of_credential_keys_and_urls(self) -> None:
+        from loadsim.logs import redact
+
+        event = {"token": "abc", "api_key": "k", "url": "https://u:p4ss@host/x", "note": "plain"}
+        assert redact(None, "info", event) == {
+            "token": "***",
+            "api_key": "***",
+            "url": "https://u:***@host/x",
+            "note": "plain",
+        }

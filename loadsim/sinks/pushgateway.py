@@ -187,7 +187,7 @@ class Pusher:
             await self.attempt()
             await asyncio.sleep(self.next_delay())
 
-    async def stop(self, *, final: bool = True, deadline: float = 30.0) -> bool:
+    async def stop(self, *, final: bool = True, deadline: float = 5.0) -> bool:
         """Stop the loop and make a final push (retrying until ``deadline`` seconds).
 
         Then delete the group unless asked to keep it. Returns whether the final push landed.
