@@ -94,7 +94,7 @@ def describe_plan(plan: RunPlan, source: str) -> list[str]:
         f"  sanitization       {r.sanitization_per_send * hi:.3g}/s at the peak   (info > 50/s)",
     ]
     lines += describe_overlays(plan)
-    lines += [f"warning   {w}" for w in plan_warnings(plan, rates, step)]
+    lines += [f"warning   {w}" for w in plan_warnings(plan, rates, step, r)]
     return lines
 
 
@@ -122,9 +122,20 @@ def describe_overlays(plan: RunPlan) -> list[str]:
     return lines
 
 
-def plan_warnings(plan: RunPlan, rates: np.ndarray, step: float) -> list[str]:
+def plan_warnings(plan: RunPlan, rates: np.ndarray, step: float, readings: Readings | None = None) -> list[str]:
     """Where the relay's rules will not read what the plan does."""
     warnings = []
+    peak = float(rates.max()) if len(rates) else 0.0
+    if readings is not None and readings.structured_per_send * peak > 0.1:
+        warnings.append(
+            f"at the peak ({peak:.3g}/s) healthy traffic makes {readings.structured_per_send * peak:.3g} structured "
+            "errors/s: GmailValidationErrorSpike compares an absolute rate (> 0.1/s), not a share, and will fire"
+        )
+    if readings is not None and readings.sanitization_per_send * peak > 50:
+        warnings.append(
+            f"at the peak ({peak:.3g}/s) healthy traffic makes {readings.sanitization_per_send * peak:.3g} "
+            "sanitization changes/s: HighSanitizationActivity (> 50/s, absolute) will fire"
+        )
     below_one = float((rates < 1.0).sum()) * step
     below_tenth = float((rates <= 0.1).sum()) * step
     if below_one:

@@ -163,6 +163,15 @@ class TestCheck:
         assert "rate below 1/s for about 1h00m: job:gmail_send_errors_rate:5m divides by clamp_min" in out
 
 
+    def test_check_warns_where_absolute_thresholds_fire_on_healthy_traffic(self, capsys):
+        code, _, out = run_main(capsys, "check", "--rate", "400/s", "--duration", "1h")
+        assert code == 0
+        assert "GmailValidationErrorSpike compares an absolute rate (> 0.1/s)" in out
+        assert "HighSanitizationActivity (> 50/s, absolute) will fire" in out
+        code, _, out = run_main(capsys, "check", "--rate", "5/s", "--duration", "1h")
+        assert "absolute" not in out
+
+
 class TestRunVirtual:
     def test_summary_json_counts_every_send(self, tmp_path, capsys):
         out_file = tmp_path / "summary.json"

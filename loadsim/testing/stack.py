@@ -172,11 +172,25 @@ def wait_until(
         time.sleep(min(interval, max(deadline - time.monotonic(), 0.0)))
 
 
+class HTTPStatusError(StackError):
+    """A daemon answered with an error status (a 503 while starting, a 400 for a bad query)."""
+
+    def __init__(self, url: str, code: int, detail: str) -> None:
+        self.url = url
+        self.code = code
+        super().__init__(f"{url}: HTTP {code}: {detail}")
+
+
 def _http(url: str, *, method: str = "GET", timeout: float = 5.0) -> bytes:
     # Only URLs this module builds (http on 127.0.0.1) reach here.
     request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback http built here
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - same
-        body: bytes = response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - same
+            body: bytes = response.read()
+    except urllib.error.HTTPError as e:
+        with e:  # an HTTPError holds the response open; close it rather than leave it to the collector
+            detail = e.read().decode("utf-8", errors="replace").strip()[:500]
+        raise HTTPStatusError(url, e.code, detail) from None
     return body
 
 
@@ -420,7 +434,7 @@ class _Daemon:
             return _http(f"{self.url}/-/ready", timeout=2.0) is not None
 
         try:
-            wait_until(ready, timeout=timeout, interval=0.1, what=f"{self.name} ready", ignore=(OSError,))
+            wait_until(ready, timeout, 0.1, what=f"{self.name} ready", ignore=(OSError, HTTPStatusError))
         except TimeoutError as e:
             msg = f"{e}\n{self.log_tail()}"
             raise StackError(msg) from None
@@ -546,15 +560,9 @@ class Prometheus(_Daemon):
         ]
 
     def api(self, path: str, **params: str) -> Any:
-        """``GET /api/v1/{path}`` and return ``data``; raises :class:`StackError` on an error status."""
+        """``GET /api/v1/{path}`` and return ``data``; raises :class:`HTTPStatusError` on an error status."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        try:
-            reply = _get_json(f"{self.url}/api/v1/{path}{query}")
-        except urllib.error.HTTPError as e:
-            detail = e.read().decode("utf-8", errors="replace")[:500]
-            msg = f"prometheus /api/v1/{path}{query}: HTTP {e.code}: {detail}"
-            raise StackError(msg) from None
-        return reply["data"]
+        return _get_json(f"{self.url}/api/v1/{path}{query}")["data"]
 
     def query(self, expr: str, at: float | None = None) -> list[Sample]:
         """An instant query (at Unix time ``at``, default now) as ``[(labels, value)]``."""
