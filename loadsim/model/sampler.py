@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -100,61 +101,94 @@ class OutcomeModel:
         self._rejected_classes = np.array([c.name in catalog.REJECTED_ATTACHMENT_CODES for c in CLASSES])
 
     def sample(self, rng: np.random.Generator, starts: FloatArray) -> tuple[StartEffects, Executions]:
-        """Draw the outcome of every send starting at ``starts``."""
+        """Draw the outcome of every send starting at ``starts``.
+
+        Hot path, written for numpy's costs: the few sends that do not end ``ok`` are
+        handled through an index array (``err``), never a full-length boolean mask, and
+        subsets are taken with ``np.compress``; boolean-mask indexing costs 3-4 times more
+        per element (measured on 2M-element arrays: 8.7 vs 2.4 ns to assign, 3.6 vs 0.9 to read).
+        """
         n = len(starts)
         p = self.params
         u = rng.random(n)
+        err = np.flatnonzero(u >= self._p_ok)
         cls = np.zeros(n, dtype=np.int8)
-        rest = u >= self._p_ok
-        if rest.any():
-            cls[rest] = np.searchsorted(self._cum_rest, u[rest], side="right") + 1
-        counts = np.bincount(cls, minlength=len(CLASSES))
+        if len(err):
+            cls[err] = np.searchsorted(self._cum_rest, u[err], side="right") + 1
 
         # MIME build: lognormal base + per-attachment and per-megabyte cost.
         mime = np.exp(self._mime[0] + self._mime[1] * rng.standard_normal(n))
-        has_att = rng.random(n) < p.attachments.probability
-        n_att = int(has_att.sum())
-        att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, n_att), MAX_ATTACHMENTS)
+        att = np.flatnonzero(rng.random(n) < p.attachments.probability)
+        att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, len(att)), MAX_ATTACHMENTS)
         # Sizes within the relay's limits: what it would refuse is a validation failure, drawn
         # as its own outcome class, not an accepted attachment.
-        sizes = np.minimum(np.exp(self._size[0] + self._size[1] * rng.standard_normal(n_att)), MAX_ATTACHMENT_BYTES)
+        sizes = np.minimum(np.exp(self._size[0] + self._size[1] * rng.standard_normal(len(att))), MAX_ATTACHMENT_BYTES)
         att_bytes = np.minimum(att_count * sizes, MAX_MESSAGE_BYTES)
-        mime[has_att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
+        mime[att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
 
-        # Latency: MIME build + Gmail call (body or heavy tail), then per-kind overrides.
+        # Latency: the Gmail call (body or heavy tail), then MIME build added, then per-kind overrides.
         latency = np.exp(self._body[0] + self._body[1] * rng.standard_normal(n))
-        in_tail = rng.random(n) < p.latency.tail_fraction
-        n_tail = int(in_tail.sum())
-        if n_tail:
-            latency[in_tail] = np.exp(self._tail[0] + self._tail[1] * rng.standard_normal(n_tail))
+        tail = np.flatnonzero(rng.random(n) < p.latency.tail_fraction)
+        if len(tail):
+            latency[tail] = np.exp(self._tail[0] + self._tail[1] * rng.standard_normal(len(tail)))
         # A call slower than the client timeout is a timeout: the relay gives up at 30 s. The
         # timeout bounds the call alone; the MIME build before it is not on the client's clock.
-        too_slow = latency > p.latency.timeout
-        if too_slow.any():
-            cls[too_slow & self._call_classes[cls]] = self._timeout_class
-            counts = np.bincount(cls, minlength=len(CLASSES))
+        slow = np.flatnonzero(latency > p.latency.timeout)
+        if len(slow):
+            slow = slow[self._call_classes[cls[slow]]]
+            cls[slow] = self._timeout_class
+            err = np.union1d(err, slow)
         latency += mime
-        if n != counts[catalog.OK]:
-            self._override_failure_latency(rng, cls, latency, mime)
+        err_cls = cls[err]
+        counts = np.bincount(err_cls, minlength=len(CLASSES))
+        counts[catalog.OK] = n - len(err)
+        if len(err):
+            self._override_failure_latency(rng, err, err_cls, latency, mime)
 
-        built = catalog.BUILDS_MIME[cls]
-        executed = catalog.IS_EXECUTION[cls]
+        effects = self._start_effects(rng, counts, err, err_cls, att, att_bytes, mime)
+        not_executed = err[~catalog.IS_EXECUTION[err_cls]]
+        lat_exec = _without(latency, not_executed)
+        done = Executions(
+            cls=_without(cls, not_executed), latency=lat_exec, done_at=_without(starts, not_executed) + lat_exec
+        )
+        return effects, done
+
+    def _start_effects(  # noqa: PLR0917 - the arrays of one window, each passed once
+        self,
+        rng: np.random.Generator,
+        counts: NDArray[np.int64],
+        err: NDArray[np.intp],
+        err_cls: NDArray[np.int8],
+        att: NDArray[np.intp],
+        att_bytes: FloatArray,
+        mime: FloatArray,
+    ) -> StartEffects:
+        """What the window's sends did at start: guards, MIME builds, attachments, side counters."""
+        p = self.params
+        n = len(mime)
+        not_built = err[~catalog.BUILDS_MIME[err_cls]]
         guard_counts = np.where(catalog.IS_EXECUTION, 0, counts)
-        accepted = float(att_bytes[built[has_att]].sum())
+        accepted = float(att_bytes.sum())
+        if len(not_built) and len(att):
+            # Attachments of sends that failed before building are not accepted bytes.
+            pos = np.searchsorted(att, not_built)
+            hit = pos < len(att)
+            hit[hit] = att[pos[hit]] == not_built[hit]
+            accepted -= float(att_bytes[pos[hit]].sum())
         n_rejected = int(counts[self._rejected_classes].sum())
         rejected = 0.0
         if n_rejected:
-            sizes = rng.lognormal(math.log(p.attachments.rejected_size_p50_bytes), 0.3, n_rejected)
-            rejected = float(sizes.sum())
-        n_built = int(counts[catalog.BUILDS_MIME].sum())
+            rejected_sizes = rng.lognormal(math.log(p.attachments.rejected_size_p50_bytes), 0.3, n_rejected)
+            rejected = float(rejected_sizes.sum())
+        n_built = n - len(not_built)
         oauth = p.oauth
         refresh_attempts = int(rng.binomial(n - int(guard_counts.sum()), oauth.refresh))
         locked = int(rng.binomial(refresh_attempts, oauth.locked))
         failed = int(rng.binomial(refresh_attempts - locked, oauth.failure))
         started = refresh_attempts - locked
-        effects = StartEffects(
+        return StartEffects(
             guard_counts=guard_counts,
-            mime_seconds=mime[built],
+            mime_seconds=_without(mime, not_built),
             attachment_bytes=(accepted, rejected),
             inline_refs=(
                 int(rng.poisson(p.inline.matched * n_built)),
@@ -163,23 +197,32 @@ class OutcomeModel:
             sanitization=rng.poisson(np.asarray(p.sanitization.means()) * n_built).astype(np.int64),
             oauth=np.array([started, started - failed, failed, locked], dtype=np.int64),
         )
-        lat_exec = latency[executed]
-        done = Executions(cls=cls[executed], latency=lat_exec, done_at=starts[executed] + lat_exec)
-        return effects, done
 
     def _override_failure_latency(
-        self, rng: np.random.Generator, cls: NDArray[np.int8], latency: FloatArray, mime: FloatArray
+        self,
+        rng: np.random.Generator,
+        err: NDArray[np.intp],
+        err_cls: NDArray[np.int8],
+        latency: FloatArray,
+        mime: FloatArray,
     ) -> None:
+        """Latencies of the failed sends ``err`` (indices), by how each kind of failure takes time."""
         lat = self.params.latency
-        timeout = self._timeout_classes[cls]
-        if timeout.any():
-            k = int(timeout.sum())
-            latency[timeout] = mime[timeout] + lat.timeout + rng.exponential(lat.timeout_overhead, k)
-        network = self._network_classes[cls]
-        if network.any():
-            k = int(network.sum())
-            latency[network] = mime[network] + rng.lognormal(math.log(lat.network_error_p50), 0.5, k)
-        invalid = self._validation_classes[cls]
-        if invalid.any():
-            k = int(invalid.sum())
-            latency[invalid] = rng.lognormal(math.log(lat.validation_p50), 0.5, k)
+        timeout = err[self._timeout_classes[err_cls]]
+        if len(timeout):
+            latency[timeout] = mime[timeout] + lat.timeout + rng.exponential(lat.timeout_overhead, len(timeout))
+        network = err[self._network_classes[err_cls]]
+        if len(network):
+            latency[network] = mime[network] + rng.lognormal(math.log(lat.network_error_p50), 0.5, len(network))
+        invalid = err[self._validation_classes[err_cls]]
+        if len(invalid):
+            latency[invalid] = rng.lognormal(math.log(lat.validation_p50), 0.5, len(invalid))
+
+
+def _without(values: NDArray[Any], drop: NDArray[np.intp]) -> NDArray[Any]:
+    """``values`` without the positions in ``drop`` (few): one mask, one ``np.compress``."""
+    if not len(drop):
+        return values
+    keep = np.ones(len(values), dtype=bool)
+    keep[drop] = False
+    return np.compress(keep, values)
