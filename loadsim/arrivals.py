@@ -52,7 +52,9 @@ class Arrivals:
         if self.kind is ArrivalKind.POISSON:
             n = int(self.rng.poisson(expected))
             return t0 + self.rng.random(n) * width
-        first = math.ceil(start_l)
-        last = math.ceil(self.cumulative_expected)  # exclusive
+        # The cumulative sum of window integrals drifts by float rounding (50 x 100 windows can
+        # give 5000.0000001); a tolerance keeps whole-number crossings where they belong.
+        first = math.ceil(start_l - 1e-9)
+        last = math.ceil(self.cumulative_expected - 1e-9)  # exclusive
         k = np.arange(first, last, dtype=np.float64)
         return t0 + (k - start_l) / expected * width

@@ -27,6 +27,7 @@ from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget,
 from loadsim.units import format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
+    from loadsim.drivers.http import HttpOptions
     from loadsim.runner import StateOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
     _schedule_args(run)
     _runtime_args(run)
+    _http_args(run)
 
     check = sub.add_parser("check", help="validate a profile and describe its plan without running it")
     check.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
@@ -139,6 +141,79 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help=f"allow pushing to this non-loopback host (also ${ALLOW_HOSTS_ENV}, comma-separated)",
     )
+
+
+def _http_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("HTTP driver (--driver http)")
+    g.add_argument("--driver", choices=("sim", "http"), default="sim", help="simulate sends, or make real requests")
+    g.add_argument("--target", metavar="URL", help="base URL of the target (loopback unless --allow-target)")
+    g.add_argument("--template", default="gmail", help="gmail (Gmail's send API) or relay (preview + execute)")
+    g.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
+    g.add_argument("--max-in-flight", type=int, default=10_000, help="drop (and count) arrivals beyond this")
+    g.add_argument("--connections", type=int, default=256, help="connection pool size")
+    g.add_argument("--token-env", metavar="VAR", help="read the bearer token from this environment variable")
+    g.add_argument("--token-file", type=Path, metavar="FILE", help="read the bearer token from this file")
+    g.add_argument("--allow-target", action="append", default=[], metavar="HOST", help="allow a non-loopback host")
+    g.add_argument("--max-rate", help="rate limit (non-loopback targets: 10/s unless raised)")
+
+
+def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
+    from loadsim.drivers.http import HttpOptions, check_target, peak_rate
+
+    problems: list[Problem] = []
+    if args.target is None:
+        raise ConfigError.single("--target", "", "--driver http needs --target URL")
+    if args.virtual:
+        problems.append(Problem("--virtual", "", "the HTTP driver runs on the wall clock only"))
+    max_rate = None
+    if args.max_rate is not None:
+        max_rate = _positive_option("--max-rate", args.max_rate, parse_rate, problems)
+    timeout = _positive_option("--timeout", args.timeout, parse_duration, problems)
+    token = _read_token(args, problems)
+    for option, value in (("--max-in-flight", args.max_in_flight), ("--connections", args.connections)):
+        if value <= 0:
+            problems.append(Problem(option, "", f"must be > 0, got {value}"))
+    allowed = set(args.allow_target)
+    problems += check_target(
+        args.target, allowed=allowed, max_rate=max_rate, peak_rate=peak_rate(plan), template=args.template
+    )
+    if problems:
+        raise ConfigError(problems)
+    return HttpOptions(
+        target=args.target,
+        template=args.template,
+        timeout=timeout or 30.0,
+        max_in_flight=args.max_in_flight,
+        connections=args.connections,
+        token=token,
+    )
+
+
+def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None:
+    """The bearer token from --token-env or --token-file (never logged, never echoed)."""
+    if args.token_env:
+        token = os.environ.get(args.token_env)
+        if not token:
+            problems.append(Problem("--token-env", "", f"environment variable {args.token_env} is empty or unset"))
+        return token
+    if args.token_file is not None:
+        try:
+            return str(args.token_file.read_text(encoding="utf-8").strip())
+        except OSError as e:
+            problems.append(Problem(str(args.token_file), "", f"cannot read token file: {e.strerror}"))
+    return None
+
+
+def _positive_option(option: str, text: str, parse: Any, problems: list[Problem]) -> float | None:
+    try:
+        value = float(parse(text))
+    except ValueError as e:
+        problems.append(Problem(option, "", str(e)))
+        return None
+    if value <= 0:
+        problems.append(Problem(option, "", f"must be > 0, got {text!r}"))
+        return None
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -314,7 +389,29 @@ def _allowed_hosts(args: argparse.Namespace) -> set[str]:
 
 def _run(args: argparse.Namespace) -> int:
     profile, source = _load(args)
+    if args.driver == "http":
+        return _execute_http(args, profile, source)
     return _execute(args, profile, source)
+
+
+def _execute_http(args: argparse.Namespace, profile: Profile, source: str) -> int:
+    from loadsim.runner import RunOptions, execute_http
+
+    listen = None
+    if not args.no_listen:
+        try:
+            listen = ListenAddress.parse(args.listen)
+        except ValueError as e:
+            raise ConfigError([Problem("--listen", "", str(e))]) from None
+    profile = _with_grace(args, profile)
+    plan = build_plan(profile, virtual=False, wall_epoch=time.time(), source=source)
+    http = _http_options(args, plan)
+    configure(args.log_level)
+    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json)
+    summary = _run_loop(execute_http(plan, options, http))
+    if sys.stdout.isatty():
+        print(json.dumps(summary, indent=2))
+    return EXIT_OK
 
 
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:

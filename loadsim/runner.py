@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from loadsim.drivers.http import HttpDriver, HttpOptions
 from loadsim.engine import checkpoint
 from loadsim.engine.checkpoint import Checkpoint
 from loadsim.engine.clock import Clock, VirtualClock, WallClock
@@ -275,3 +276,40 @@ def _write_atomically(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+async def execute_http(plan: RunPlan, options: RunOptions, http: HttpOptions) -> dict[str, Any]:
+    """Drive a real HTTP target with ``plan``'s schedule; returns the summary."""
+    log = get_logger(profile=plan.name, seed=plan.seed, driver="http")
+    registry = CollectorRegistry(auto_describe=False)
+    driver = HttpDriver(plan, http, RunRandom.from_seed(plan.seed), registry, log)
+    server = MetricsServer(registry, ready=lambda: not driver._stop and driver.t < plan.duration)  # noqa: SLF001
+    if options.listen is not None:
+        await _listen(server, options.listen, log)
+    loop = asyncio.get_running_loop()
+    stopping = False
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal stopping
+        if stopping:
+            os._exit(128 + sig.value)
+        stopping = True
+        log.info("run.stopping", signal=sig.name)
+        driver.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    log.info("run.start", target=http.target, template=http.template, duration_seconds=plan.duration)
+    try:
+        out = await driver.run()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        await server.stop()
+    out.update(profile=plan.name, seed=plan.seed, stopped_early=stopping)
+    log.info("run.summary", **out)
+    if options.summary_json is not None:
+        _write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
+    return out
