@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--json", type=Path, metavar="FILE", help="also write the score card here")
     _runtime_args(drill)
 
+    from loadsim.fakegmail import HELP as FAKE_GMAIL_HELP
+    from loadsim.fakegmail import main_args as fake_gmail_args
+
+    fake_gmail_args(sub.add_parser("fake-gmail", help=FAKE_GMAIL_HELP))
+
     scale = sub.add_parser("scale-rules", help="write time-scaled copies of rule files (for fast drills and tests)")
     scale.add_argument("factor", type=float, help="divide every time constant by this, e.g. 30")
     scale.add_argument("out", type=Path, help="output directory")
@@ -227,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _verify,
         "drill": _drill,
         "scale-rules": _scale_rules,
+        "fake-gmail": _fake_gmail,
     }
     try:
         return commands[args.command](args)
@@ -332,6 +338,12 @@ def _verify(args: argparse.Namespace) -> int:
         failed |= not all(r.ok for r in rows)
     print(f"verify: {'FAIL' if failed else 'ok'} in {time.monotonic() - started:.0f}s wall")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _fake_gmail(args: argparse.Namespace) -> int:
+    from loadsim.fakegmail import command
+
+    return command(args)
 
 
 def _scale_rules(args: argparse.Namespace) -> int:

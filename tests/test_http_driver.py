@@ -199,3 +199,76 @@ class TestSafety:
             "loadsim: --virtual: the HTTP driver runs on the wall clock only",
             "loadsim: --token-env: environment variable NO_SUCH_VAR_FOR_LOADSIM is empty or unset",
         ]
+
+
+class FakeGmailThread:
+    """loadsim fake-gmail in a thread with its own event loop, with fast, error-prone outcomes."""
+
+    def __init__(self, params: object) -> None:
+        self.params = params
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.url = ""
+
+    def _serve(self) -> None:
+        from loadsim.fakegmail import serve
+        from loadsim.sinks.metrics_server import ListenAddress
+
+        asyncio.set_event_loop(self._loop)
+        self.fake = self._loop.run_until_complete(
+            serve(ListenAddress("127.0.0.1", 0), seed=3, params=self.params, quota=None, max_hold=0.5)  # type: ignore[arg-type]
+        )
+        self.url = self.fake.url
+        self._ready.set()
+        self._loop.run_forever()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def control(self, method: str, path: str, body: dict[str, object] | None = None) -> int:
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+
+
+def test_against_fake_gmail_the_mix_matches_the_model_and_an_overlay_shows(tmp_path: Path) -> None:
+    from loadsim.model.params import LatencyParams, ModelParams
+
+    errors = {"gmail_5xx": 0.05, "gmail_4xx": 0.05, "gmail_429": 0.0, "gmail_timeout": 0.0, "gmail_network_error": 0.0}
+    params = ModelParams(latency=LatencyParams(p50=0.002, p95=0.004, tail_fraction=0.0), errors=errors)
+    with FakeGmailThread(params) as fake:
+        base = run(tmp_path, "--target", fake.url, "--rate", "300/s", "--duration", "4s", "--token-env", "HOME")
+        assert (
+            fake.control(
+                "POST", "/control/overlays", {"scenario": "latency-crit", "options": {"p50": 0.05, "p95": 0.08}}
+            )
+            == 201
+        )
+        slow = run(tmp_path, "--target", fake.url, "--rate", "300/s", "--duration", "4s", "--token-env", "HOME")
+        assert fake.control("DELETE", "/control/overlays/latency-crit") == 200
+    by = base["by_result"]
+    assert isinstance(by, dict)
+    n = sum(by.values())
+    # The model's own errors (the healthy extras are tiny next to 5% + 5%): binomial sd ~ 0.6%.
+    share_5xx = by.get("5xx", 0) / n
+    share_4xx = sum(v for k, v in by.items() if k.startswith("4xx")) / n
+    assert abs(share_5xx - 0.05) < 0.025
+    assert abs(share_4xx - 0.05) < 0.025
+    base_p50 = base["latency_from_actual_seconds"]["p50"]  # type: ignore[index]
+    slow_p50 = slow["latency_from_actual_seconds"]["p50"]  # type: ignore[index]
+    assert base_p50 < 0.02
+    assert 0.04 < slow_p50 < 0.1
