@@ -211,8 +211,10 @@ def _free_port() -> int:
 
 
 def default_relay_dir() -> Path:
-    """``deploy/relay`` of the source checkout this package runs from."""
-    return Path(__file__).resolve().parents[2] / "deploy" / "relay"
+    """The project's relay config (``deploy/relay``, or ``$LOADSIM_RELAY_CONFIG``)."""
+    from loadsim.verify.matrix import RELAY_CONFIG
+
+    return RELAY_CONFIG
 
 
 def scaled_timer(value: str, factor: float, floor: float = MIN_TIMER) -> str:

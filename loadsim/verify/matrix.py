@@ -13,6 +13,7 @@ outside loadsim's contract and never judged.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -35,8 +36,11 @@ from loadsim.sinks.summary import RunSummary
 from loadsim.verify.promtool import PromtoolCase, first_firing
 from loadsim.verify.recorder import ScrapeRecorder
 
-RELAY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "relay"
-"""The project's copy of the relay's observability config."""
+RELAY_CONFIG = Path(
+    os.environ.get("LOADSIM_RELAY_CONFIG") or Path(__file__).resolve().parents[2] / "deploy" / "relay"
+)
+"""The project's copy of the relay's observability config: ``deploy/relay`` of the checkout,
+or ``$LOADSIM_RELAY_CONFIG`` (the container image sets ``/app/deploy/relay``)."""
 
 LEAD = 20 * 60.0
 """Healthy traffic before the overlay: every 5-minute window is full when it starts."""
