@@ -131,12 +131,12 @@ def _mime_slow(state: RunState, x: float, o: Mapping[str, Any]) -> RunState:
 
 
 def _sanitization_spike(state: RunState, x: float, o: Mapping[str, Any]) -> RunState:
-    # A hostile-input burst: extra changes per send so that the total reaches `per_second`
-    # at the current send rate, spread like real hostile HTML (mostly tags and attributes).
+    # A hostile-input burst: `per_second` more changes per second on top of the background
+    # (at 500 sends/s the healthy background alone is ~800/s, so a burst must add, not
+    # top up), spread like real hostile HTML (mostly tags and attributes).
     san = state.model.sanitization
-    current = sum(san.means())
     rate = max(state.rate, 1e-9)
-    extra_per_send = max(float(o["per_second"]) / rate - current, 0.0) * x
+    extra_per_send = float(o["per_second"]) / rate * x
     spread = (0.35, 0.35, 0.15, 0.15)
     means = [m + extra_per_send * s for m, s in zip(san.means(), spread, strict=True)]
     return replace(
@@ -254,7 +254,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "sanitization-spike",
-            "A hostile-HTML burst: 80 sanitization changes per second across change types",
+            "A hostile-HTML burst: 80 more sanitization changes per second across change types",
             _sanitization_spike,
             fires=(SANITIZATION,),
             options={"per_second": 80.0},
