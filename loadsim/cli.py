@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
-from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan
+from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
 from loadsim.sinks.metrics_server import DEFAULT_LISTEN, ListenAddress
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
@@ -172,8 +172,8 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
         problems.append(Problem("--virtual", "", "the HTTP driver runs on the wall clock only"))
     max_rate = None
     if args.max_rate is not None:
-        max_rate = _positive_option("--max-rate", args.max_rate, parse_rate, problems)
-    timeout = _positive_option("--timeout", args.timeout, parse_duration, problems)
+        max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
+    timeout = positive_option("--timeout", args.timeout, parse_duration, problems)
     token = _read_token(args, problems)
     for option, value in (("--max-in-flight", args.max_in_flight), ("--connections", args.connections)):
         if value <= 0:
@@ -207,18 +207,6 @@ def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None
         except OSError as e:
             problems.append(Problem(str(args.token_file), "", f"cannot read token file: {e.strerror}"))
     return None
-
-
-def _positive_option(option: str, text: str, parse: Any, problems: list[Problem]) -> float | None:
-    try:
-        value = float(parse(text))
-    except ValueError as e:
-        problems.append(Problem(option, "", str(e)))
-        return None
-    if value <= 0:
-        problems.append(Problem(option, "", f"must be > 0, got {text!r}"))
-        return None
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -311,12 +299,7 @@ def _verify(args: argparse.Namespace) -> int:
     problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
     if args.background_hours <= 0:
         problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
-    try:
-        rate = parse_rate(args.rate)
-        if rate <= 0:
-            problems.append(Problem("--rate", "", f"must be > 0, got {args.rate!r}"))
-    except ValueError as e:
-        problems.append(Problem("--rate", "", str(e)))
+    positive_option("--rate", args.rate, parse_rate, problems)
     try:
         find_promtool()
     except PromtoolError as e:
@@ -484,14 +467,8 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
 def _push_target(args: argparse.Namespace) -> PushTarget | None:
     if not args.pushgateway:
         return None
-    problems = []
-    try:
-        interval = parse_duration(args.push_interval)
-        if interval <= 0:
-            problems.append(Problem("--push-interval", "", f"must be > 0, got {args.push_interval!r}"))
-    except ValueError as e:
-        problems.append(Problem("--push-interval", "", str(e)))
-        interval = 10.0
+    problems: list[Problem] = []
+    interval = positive_option("--push-interval", args.push_interval, parse_duration, problems) or 10.0
     try:
         target = PushTarget.parse(
             args.pushgateway,

@@ -91,11 +91,11 @@ def apply_overrides(profile: Profile, overrides: Overrides) -> Profile:
     problems: list[Problem] = []
     updates: dict[str, object] = {}
     if overrides.duration is not None:
-        seconds = _positive("--duration", overrides.duration, parse_duration, problems)
+        seconds = positive_option("--duration", overrides.duration, parse_duration, problems)
         if seconds is not None:
             updates["duration"] = seconds
     if overrides.rate is not None:
-        rate = _positive("--rate", overrides.rate, parse_rate, problems)
+        rate = positive_option("--rate", overrides.rate, parse_rate, problems)
         if rate is not None:
             updates["schedule"] = [ConstantSpec(kind="constant", rate=rate)]
     if overrides.seed is not None:
@@ -119,7 +119,7 @@ def _overlay_options(texts: tuple[str, ...], problems: list[Problem]) -> list[Ov
     return specs
 
 
-def _positive(option: str, text: str, parse: Callable[[str], float], problems: list[Problem]) -> float | None:
+def positive_option(option: str, text: str, parse: Callable[[str], float], problems: list[Problem]) -> float | None:
     """Parse ``text`` with ``parse``; a problem (naming ``option``) if it fails or is not positive."""
     try:
         value = parse(text)

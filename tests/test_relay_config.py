@@ -16,12 +16,12 @@ import difflib
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import require_binary
 
 from loadsim.testing.stack import (
     DEFAULT_FACTOR,
@@ -49,12 +49,7 @@ _TIMER_LINE = re.compile(r"^[ \t]*(group_wait|group_interval|repeat_interval):[ 
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; scripts/setup-stack.sh should have installed it")
-        pytest.skip(f"{name} is not installed (run scripts/setup-stack.sh)")
-    return path
+    return require_binary(name)
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
