@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -301,6 +302,11 @@ async def execute_http(plan: RunPlan, options: RunOptions, http: HttpOptions) ->
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal, sig)
     log.info("run.start", target=http.target, template=http.template, duration_seconds=plan.duration)
+    # Each request allocates many small objects (aiohttp, the sampled body): with the default
+    # thresholds the cyclic collector took about 20% of the driver's core (py-spy, 10 s runs).
+    # Freezing what setup created and collecting less often gave +29% requests/s.
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     try:
         out = await driver.run()
     finally:

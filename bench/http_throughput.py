@@ -1,0 +1,1125 @@
+"""How many HTTP requests one core of loadsim's HTTP driver completes per second, against Locust and a naive loop.
+
+Every generator drives the **same local nginx** in the same run (Debian's nginx,
+one worker pinned to CPU 0, ``return 200 '{"id":"x"}'`` for any POST, keep-alive
+on, no access log), each generator alone on CPU 1, one at a time:
+
+* **loadsim**: ``loadsim run --driver http`` (the gmail template, even arrivals)
+  offered far more than it can do (``--overload-rate``, 30000/s), with
+  ``--max-in-flight 512`` and ``--connections 64``; the figure is finished
+  requests over run seconds from its ``--summary-json`` (arrivals beyond the
+  in-flight cap are dropped and counted, as the driver does).
+* **naive**: 64 aiohttp coroutines on uvloop (``--naive-worker``, a function of
+  this module run in its own process), each ``session.post(url, json=body)`` in a
+  tight loop (closed model).
+* **Locust**: one headless Locust process (no workers), a ``FastHttpUser`` with
+  ``wait_time = constant(0)``, 64 users spawned at once; the figure is the
+  Requests/s of the Aggregated row of its ``--csv`` stats (total requests over its
+  duration), cross-checked against its final ``--json-file`` counts.
+
+Then each generator's **achieved** rate at a fixed target (``--paced-rate``,
+1000/s): loadsim with ``--rate 1000/s`` even; the naive loop with a per-worker
+token schedule (worker i sends at i/R, i/R + N/R, ...; asyncio.sleep until each);
+Locust with ``constant_throughput(R / users)``. Reported as achieved / target.
+
+Naive and Locust post one fixed body: a gmail ``{"raw": ...}`` body that
+loadsim's own sampler drew, the one closest to the mean size of 4096 draws, to the
+same 50 user paths in turn; loadsim draws a fresh body for every request.
+
+Each figure is the median of ``--repeats`` runs (default 3, 1 with ``--quick``)
+with min..max; rounds are interleaved (loadsim, naive, Locust, loadsim, ...) so
+a noisy neighbour hurts all three alike. The CPU share of the generator and of
+nginx over the steady part of each run is sampled from ``/proc``: the generator
+near 100% and nginx well below it means the figure is the generator's ceiling.
+
+Usage, from the repository root::
+
+    .venv/bin/python -m bench.http_throughput            # about 4-5 minutes
+    .venv/bin/python -m bench.http_throughput --quick    # about 1 minute
+    .venv/bin/python -m bench.http_throughput --repeats 5 --json results.json --check
+
+Setup on demand: nginx through apt-get (as root; its service is kept from
+starting), Locust in its own virtualenv (``--locust-venv``, default
+``$TMPDIR/loadsim-bench/locust-venv``). Every run has a timeout, a watchdog ends
+the whole bench, and every child (nginx included) is killed on exit, or when this
+process dies. The JSON report goes to ``$TMPDIR/loadsim-bench/http_throughput.json``
+unless ``--json`` names a file (nothing is written inside the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import ctypes
+import ctypes.util
+import faulthandler
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(tempfile.gettempdir()) / "loadsim-bench"
+DEFAULT_JSON = BENCH_DIR / "http_throughput.json"
+"""Outside the repository, so a benchmark run never leaves files for git to see."""
+DEFAULT_LOCUST_VENV = BENCH_DIR / "locust-venv"
+TARGET_RATIO = 2.5
+"""The project's target: loadsim completes at least this many times Locust's requests per core."""
+PATH = "/gmail/v1/users/{user}/messages/send"
+PATH_NAME = PATH.format(user="[user]")
+USERS = 50
+"""User ids the paths rotate over: ``HttpOptions.users``' default."""
+SEED = 1
+STEADY_SKIP = 3.0
+"""CPU shares leave out the first seconds of a run (interpreter start-up, connections) ..."""
+STEADY_TAIL = 1.0
+"""... and its last second (drain, shutdown)."""
+RUN_MARGIN = 40.0
+"""Seconds a run may take beyond its duration (start-up, drain, Locust's shutdown) before it is killed."""
+ERROR_SHARE_MAX = 0.01
+"""A run with more non-2xx or failed requests than this share is not a fair throughput figure."""
+GENERATORS = ("loadsim", "naive", "locust")
+NGINX_CONF = """\
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+worker_rlimit_nofile 16384;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 100000000;
+    client_max_body_size 8m;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            if ($request_method != POST) {{ return 405; }}
+            default_type application/json;
+            return 200 '{{"id":"x"}}';
+        }}
+    }}
+}}
+"""
+LOCUSTFILE = '''\
+"""Locust side of loadsim's bench/http_throughput.py: a FastHttpUser posting loadsim's gmail body."""
+
+import itertools
+import json
+import os
+
+from locust import FastHttpUser, constant, constant_throughput, task
+
+with open(os.environ["LOADSIM_BENCH_LOCUST_CONFIG"], encoding="utf-8") as f:
+    CONFIG = json.load(f)
+PATHS = CONFIG["paths"]
+BODY = CONFIG["body"]
+NAME = CONFIG["name"]
+NEXT = itertools.count()
+
+
+class GmailSend(FastHttpUser):
+    wait_time = constant_throughput(CONFIG["per_user_rate"]) if CONFIG["per_user_rate"] else constant(0)
+
+    @task
+    def send(self):
+        self.client.post(PATHS[next(NEXT) % len(PATHS)], json=BODY, name=NAME)
+'''
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How long each run lasts and how many times each is repeated."""
+
+    max_seconds: int
+    paced_seconds: int
+    repeats: int
+    warmup_seconds: int
+
+
+FULL = Sizes(max_seconds=15, paced_seconds=10, repeats=3, warmup_seconds=2)
+QUICK = Sizes(max_seconds=8, paced_seconds=5, repeats=1, warmup_seconds=2)
+
+
+class WatchdogExpiredError(BaseException):
+    """The whole bench ran past its budget (a BaseException so no ``except Exception`` swallows it)."""
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+
+def _child_setup(cpu: int | None) -> Callable[[], None]:
+    """Runs in the child between fork and exec: pin it, and have the kernel kill it if this bench dies."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+
+    def setup() -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        if libc is not None:
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+    return setup
+
+
+class Children:
+    """Every process this bench started, so a watchdog, a signal or an error ends them all."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(
+        self, cmd: Sequence[str], *, cpu: int | None, log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                list(cmd),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_child_setup(cpu),  # noqa: PLW1509 - no threads here; pins the child before exec
+            )
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM, wait: float = 5.0) -> None:
+        """End ``proc`` and its process group: ``sig`` first, SIGKILL if it lingers."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(wait)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                self.stop(proc)
+
+
+def cpu_ticks(pids: Sequence[int]) -> int | None:
+    """User plus system CPU time of ``pids``, in clock ticks (None when one is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat[stat.rfind(")") + 2 :].split()[1]) == pid:
+                    out.append(int(entry.name))
+    return out
+
+
+def core_busy_ticks(cpu: int) -> int | None:
+    """Busy clock ticks of one CPU, whoever used them (user, nice, system, irq, softirq, steal)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith(f"cpu{cpu} "):
+                f = [int(x) for x in line.split()[1:9]]
+                return f[0] + f[1] + f[2] + f[5] + f[6] + f[7]
+    return None
+
+
+@dataclass(slots=True)
+class Supervised:
+    """How a generator process went: exit code, wall time, and CPU shares over its steady part."""
+
+    returncode: int | None
+    timed_out: bool
+    wall: float
+    gen_cpu: float | None
+    server_cpu: float | None
+    others_cpu: float | None
+    """Share of the generator's core used by anything but the generator (a noisy neighbour)."""
+
+
+def supervise(
+    children: Children, proc: subprocess.Popen[bytes], *, timeout: float, server_pids: Sequence[int], cpu: int
+) -> Supervised:
+    """Wait for ``proc`` (at most ``timeout`` s), sampling CPU times (it, the server, its core) every 0.25 s."""
+    clk = os.sysconf("SC_CLK_TCK")
+    t0 = time.monotonic()
+    samples: list[tuple[float, int | None, int | None, int | None]] = []
+    timed_out = False
+    while True:
+        now = time.monotonic()
+        samples.append((now, cpu_ticks([proc.pid]), cpu_ticks(server_pids), core_busy_ticks(cpu)))
+        if proc.poll() is not None:
+            break
+        if now - t0 > timeout:
+            children.stop(proc)
+            timed_out = True
+            break
+        time.sleep(0.25)
+    wall = time.monotonic() - t0
+    end = samples[-1][0]
+
+    def share(index: int) -> float | None:
+        steady = [s for s in samples if t0 + STEADY_SKIP <= s[0] <= end - STEADY_TAIL and s[index] is not None]
+        if len(steady) < 2:
+            steady = [s for s in samples if s[index] is not None]
+        if len(steady) < 2 or steady[-1][0] <= steady[0][0]:
+            return None
+        first, last = steady[0], steady[-1]
+        return (last[index] - first[index]) / clk / (last[0] - first[0])  # type: ignore[operator]
+
+    gen, core = share(1), share(3)
+    others = None if gen is None or core is None else max(0.0, core - gen)
+    return Supervised(proc.returncode, timed_out, wall, gen, share(2), others)
+
+
+# -- setup: nginx, Locust, the body --------------------------------------------------------------
+
+
+def nginx_binary(*, install: bool, log: Path) -> str:
+    """Debian's nginx, installed with apt-get when missing (as root; its service is kept from starting)."""
+    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    if found:
+        return found
+    if not install or os.geteuid() != 0 or not shutil.which("apt-get"):
+        raise SystemExit(
+            "nginx is missing: run as root for `apt-get install -y --no-install-recommends nginx`, or install it"
+        )
+    policy = Path("/usr/sbin/policy-rc.d")
+    created = not policy.exists()
+    if created:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install_cmd = ["apt-get", "install", "-y", "--no-install-recommends", "nginx"]
+    print("installing nginx with apt-get (its service will not start) ...", flush=True)
+    try:
+        with log.open("ab") as out:
+            if subprocess.run(install_cmd, stdout=out, stderr=out, env=env, timeout=600, check=False).returncode:
+                subprocess.run(["apt-get", "update"], stdout=out, stderr=out, env=env, timeout=600, check=False)
+                subprocess.run(install_cmd, stdout=out, stderr=out, env=env, timeout=600, check=False)
+    finally:
+        if created:
+            policy.unlink(missing_ok=True)
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        raise SystemExit(f"apt-get could not install nginx; see {log}")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class Server:
+    """Our own nginx: its URL, master process and worker pids."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    pids: list[int]
+    version: str
+
+
+def start_nginx(binary: str, workdir: Path, children: Children, cpu: int) -> Server:
+    """nginx with one worker on ``cpu``, on a free loopback port; waits until it answers a POST."""
+    ngx = workdir / "nginx"
+    (ngx / "tmp").mkdir(parents=True, exist_ok=True)
+    raw = subprocess.run([binary, "-v"], capture_output=True, text=True, timeout=10, check=False).stderr
+    ver = raw.strip().rsplit("/", 1)[-1] or "unknown"
+    last_error = ""
+    for _ in range(3):
+        port = free_port()
+        conf = ngx / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=ngx, port=port))
+        cmd = [binary, "-c", str(conf), "-p", str(ngx), "-e", str(ngx / "error.log"), "-g", "daemon off;"]
+        proc = children.spawn(cmd, cpu=cpu, log=ngx / "stdout.log")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                req = urllib.request.Request(
+                    url + PATH.format(user="user0@example.com"), data=b'{"raw":"eA"}', method="POST"
+                )
+                with urllib.request.urlopen(req, timeout=2) as resp:
+                    if resp.status == 200 and json.loads(resp.read()) == {"id": "x"}:
+                        return Server(url, proc, [proc.pid, *children_of(proc.pid)], ver)
+            except OSError as e:
+                last_error = str(e)
+            time.sleep(0.1)
+        children.stop(proc)
+        if (ngx / "error.log").exists():
+            last_error = (ngx / "error.log").read_text(errors="replace")[-800:]
+    raise SystemExit(f"nginx did not come up: {last_error}")
+
+
+def locust_binary(venv: Path, *, install: bool, log: Path) -> Path:
+    """Locust in its own virtualenv, created and filled with pip on demand."""
+    locust = venv / "bin" / "locust"
+    if locust.exists():
+        return locust
+    if not install:
+        raise RuntimeError(f"no Locust at {locust} (and --no-install)")
+    print(f"installing Locust into {venv} with pip ...", flush=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], stdout=out, stderr=out, timeout=120, check=True)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "locust"],
+            stdout=out,
+            stderr=out,
+            timeout=900,
+            check=True,
+        )
+    if not locust.exists():
+        raise RuntimeError(f"pip did not install Locust; see {log}")
+    return locust
+
+
+def locust_versions(venv: Path) -> dict[str, str]:
+    code = (
+        "import importlib.metadata as m, json; "
+        "print(json.dumps({d: m.version(d) for d in ('locust', 'gevent', 'geventhttpclient')}))"
+    )
+    try:
+        out = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        return dict(json.loads(out))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """The fixed body naive and Locust post, and what loadsim's own bodies look like."""
+
+    body: dict[str, Any]
+    bytes: int
+    mean_bytes: float
+    p50_bytes: float
+    p99_bytes: float
+
+
+def representative_body() -> Body:
+    """The gmail body loadsim's sampler draws closest to the mean size of 4096 draws."""
+    import numpy as np
+
+    from loadsim.drivers.templates import MessageSampler, gmail_request
+    from loadsim.engine.seeds import RunRandom
+    from loadsim.plan import build_plan
+    from loadsim.profile import parse_profile
+
+    profile = parse_profile({"name": "bench-http-body", "seed": SEED}, "bench/http_throughput.py")
+    plan = build_plan(profile, virtual=True)
+    sampler = MessageSampler(plan.model, RunRandom.from_seed(SEED).outcomes)
+    bodies = [gmail_request(sampler.draw(), "user0@example.com", None).json for _ in range(4096)]
+    sizes = np.array([len(json.dumps(b)) for b in bodies], dtype=float)
+    mean = float(sizes.mean())
+    pick = int(np.abs(sizes - mean).argmin())
+    return Body(bodies[pick], int(sizes[pick]), mean, float(np.percentile(sizes, 50)), float(np.percentile(sizes, 99)))
+
+
+def user_paths() -> list[str]:
+    return [PATH.format(user=f"user{i}@example.com") for i in range(USERS)]
+
+
+# -- the naive aiohttp loop (runs in its own process) --------------------------------------------
+
+
+async def naive_loop(
+    url: str, paths: Sequence[str], body: dict[str, Any], *, concurrency: int, seconds: float, rate: float
+) -> dict[str, Any]:
+    """``concurrency`` coroutines posting in a tight loop (rate 0) or on a per-worker token schedule."""
+    import aiohttp
+
+    urls = [url + p for p in paths]
+    ok = errors = 0
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        t0 = time.perf_counter()
+        end = t0 + seconds
+
+        async def worker(i: int) -> None:
+            nonlocal ok, errors
+            k = i
+            while True:
+                if rate > 0:
+                    due = t0 + k / rate
+                    if due >= end:
+                        return
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                elif time.perf_counter() >= end:
+                    return
+                start = time.perf_counter()
+                try:
+                    async with session.post(urls[k % len(urls)], json=body) as resp:
+                        await resp.read()
+                        if 200 <= resp.status < 300:
+                            ok += 1
+                        else:
+                            errors += 1
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    errors += 1
+                latencies.append(time.perf_counter() - start)
+                k += concurrency
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    latencies.sort()
+
+    def q(p: float) -> float | None:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else None
+
+    return {"ok": ok, "errors": errors, "elapsed": elapsed, "p50": q(0.50), "p99": q(0.99)}
+
+
+def naive_worker(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.http_throughput --naive-worker")
+    p.add_argument("--target", required=True)
+    p.add_argument("--body", type=Path, required=True)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--rate", type=float, default=0.0, help="0: as fast as possible (closed loop)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    body = json.loads(args.body.read_text())
+    loop_name = "asyncio"
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory, loop_name = uvloop.new_event_loop, "uvloop"
+    with asyncio.Runner(loop_factory=factory) as runner:
+        result = runner.run(
+            naive_loop(
+                args.target, user_paths(), body, concurrency=args.concurrency, seconds=args.seconds, rate=args.rate
+            )
+        )
+    result["event_loop"] = loop_name
+    args.out.write_text(json.dumps(result))
+    return 0
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Run:
+    """One timed run of one generator."""
+
+    generator: str
+    mode: str
+    """``max`` (as fast as it goes) or ``paced`` (a fixed target rate)."""
+    target_rate: float | None
+    """The paced runs' target (req/s); None at max."""
+    seconds: float
+    """What ``completed`` is divided by (see each generator)."""
+    completed: int = 0
+    errors: int = 0
+    """Completed requests that were not 2xx (or failed outright)."""
+    p50: float | None = None
+    p99: float | None = None
+    """Latency quantiles as the generator measured them (seconds)."""
+    wall: float = 0.0
+    gen_cpu: float | None = None
+    server_cpu: float | None = None
+    others_cpu: float | None = None
+    failed: str | None = None
+    dropped: int | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, generator: str, mode: str, rate: float | None, seconds: float, sup: Supervised, **kw: Any) -> Run:
+        """A run with the CPU shares and wall time of its process."""
+        cpu = {"gen_cpu": sup.gen_cpu, "server_cpu": sup.server_cpu, "others_cpu": sup.others_cpu}
+        return cls(generator, mode, rate, seconds, wall=sup.wall, **cpu, **kw)
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def value(self) -> float:
+        """Requests/s at max; achieved / target when paced."""
+        if self.mode == "paced" and self.target_rate:
+            return self.rate / self.target_rate
+        return self.rate
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rate_per_s"] = self.rate
+        if self.mode == "paced":
+            d["achieved_over_target"] = self.value
+        return d
+
+
+@dataclass(slots=True)
+class Figure:
+    """The repeated runs of one generator in one mode."""
+
+    generator: str
+    mode: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def good(self) -> list[Run]:
+        return [r for r in self.runs if r.failed is None]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(r.value for r in self.good) if self.good else None
+
+    @property
+    def low(self) -> float | None:
+        return min((r.value for r in self.good), default=None)
+
+    @property
+    def high(self) -> float | None:
+        return max((r.value for r in self.good), default=None)
+
+    def med(self, attr: str) -> float | None:
+        values = [getattr(r, attr) for r in self.good if getattr(r, attr) is not None]
+        return statistics.median(values) if values else None
+
+    def to_dict(self) -> dict[str, Any]:
+        unit = "achieved_over_target" if self.mode == "paced" else "requests_per_s"
+        return {
+            "label": self.label,
+            f"{unit}_median": self.median,
+            f"{unit}_min": self.low,
+            f"{unit}_max": self.high,
+            "rate_per_s_median": self.med("rate"),
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+
+@dataclass(slots=True)
+class Bench:
+    """Everything the runs share."""
+
+    children: Children
+    server: Server
+    workdir: Path
+    gen_cpu: int
+    concurrency: int
+    connections: int
+    max_in_flight: int
+    overload_rate: float
+    body_path: Path
+    body: Body
+    locust: Path | None
+    counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def run(self, generator: str, mode: str, seconds: int, rate: float | None) -> Run:
+        tag = f"{next(self.counter):02d}-{generator}-{mode}"
+        runner = {"loadsim": self._loadsim, "naive": self._naive, "locust": self._locust}[generator]
+        return runner(tag, mode, seconds, rate)
+
+    def _go(self, cmd: Sequence[str], tag: str, seconds: int, env: dict[str, str] | None = None) -> Supervised:
+        proc = self.children.spawn(cmd, cpu=self.gen_cpu, log=self.workdir / f"{tag}.log", env=env)
+        return supervise(
+            self.children, proc, timeout=seconds + RUN_MARGIN, server_pids=self.server.pids, cpu=self.gen_cpu
+        )
+
+    def _failed(self, sup: Supervised, out: Path, tag: str) -> str | None:
+        if sup.timed_out:
+            return f"timed out after {sup.wall:.0f} s (log {self.workdir / tag}.log)"
+        if not out.exists():
+            return f"exit {sup.returncode}, no result (log {self.workdir / tag}.log)"
+        return None
+
+    def _loadsim(self, tag: str, mode: str, seconds: int, rate: float | None) -> Run:
+        offered = rate or self.overload_rate
+        profile = self.workdir / "profile.toml"
+        if not profile.exists():
+            profile.write_text('name = "bench-http-throughput"\narrivals = "even"\nseed = 1\n')
+        out = self.workdir / f"{tag}.json"
+        cmd = [
+            sys.executable, "-m", "loadsim", "run", str(profile), "--driver", "http",
+            "--target", self.server.url, "--rate", f"{offered:g}/s", "--duration", f"{seconds}s",
+            "--max-in-flight", str(self.max_in_flight), "--connections", str(self.connections),
+            "--no-listen", "--progress", "off", "--summary-json", str(out), "--grace", "5s", "--timeout", "10s",
+        ]  # fmt: skip
+        sup = self._go(cmd, tag, seconds)
+        failed = self._failed(sup, out, tag)
+        if failed:
+            return Run.of("loadsim", mode, rate, seconds, sup, failed=failed)
+        s = json.loads(out.read_text())
+        finished = int(s["requests"]["finished"])
+        ok = int(s["by_result"].get("2xx", 0))
+        actual = s.get("latency_from_actual_seconds", {})
+        return Run.of(
+            "loadsim", mode, rate, float(s["run_seconds"]), sup, completed=finished, errors=finished - ok,
+            p50=actual.get("p50"), p99=actual.get("p99"), dropped=int(s["requests"]["dropped"]),
+            detail={
+                "offered_rate_per_s": offered,
+                "requests": s["requests"],
+                "by_result": s["by_result"],
+                "latency_from_intended_seconds": s.get("latency_from_intended_seconds"),
+                "latency_from_actual_seconds": actual,
+                "start_lateness_seconds": s.get("start_lateness_seconds"),
+            },
+        )  # fmt: skip
+
+    def _naive(self, tag: str, mode: str, seconds: int, rate: float | None) -> Run:
+        out = self.workdir / f"{tag}.json"
+        cmd = [
+            sys.executable, "-m", "bench.http_throughput", "--naive-worker", "--target", self.server.url,
+            "--body", str(self.body_path), "--concurrency", str(self.concurrency), "--seconds", str(seconds),
+            "--rate", f"{rate or 0:g}", "--out", str(out),
+        ]  # fmt: skip
+        sup = self._go(cmd, tag, seconds)
+        failed = self._failed(sup, out, tag)
+        if failed:
+            return Run.of("naive", mode, rate, seconds, sup, failed=failed)
+        r = json.loads(out.read_text())
+        done = int(r["ok"]) + int(r["errors"])
+        # Closed loop: over the time to the last completion; paced: over the schedule's length.
+        span = float(seconds) if rate else float(r["elapsed"])
+        return Run.of(
+            "naive", mode, rate, span, sup, completed=done, errors=int(r["errors"]), p50=r["p50"], p99=r["p99"],
+            detail=r,
+        )  # fmt: skip
+
+    def _locust(self, tag: str, mode: str, seconds: int, rate: float | None) -> Run:
+        if self.locust is None:
+            return Run("locust", mode, rate, seconds, failed="Locust unavailable")
+        config = self.workdir / f"{tag}-config.json"
+        per_user = (rate / self.concurrency) if rate else 0.0
+        config.write_text(
+            json.dumps({"paths": user_paths(), "body": self.body.body, "name": PATH_NAME, "per_user_rate": per_user})
+        )
+        locustfile = self.workdir / "locustfile.py"
+        if not locustfile.exists():
+            locustfile.write_text(LOCUSTFILE)
+        prefix = self.workdir / tag
+        users = str(self.concurrency)
+        cmd = [
+            str(self.locust), "-f", str(locustfile), "--host", self.server.url, "--headless", "-u", users,
+            "-r", users, "-t", f"{seconds}s", "--only-summary", "--csv", str(prefix),
+            "--json-file", str(prefix) + "-final", "--exit-code-on-error", "0",
+        ]  # fmt: skip
+        env = {**os.environ, "LOADSIM_BENCH_LOCUST_CONFIG": str(config)}
+        env.pop("VIRTUAL_ENV", None)
+        sup = self._go(cmd, tag, seconds, env)
+        stats = Path(f"{prefix}_stats.csv")
+        failed = self._failed(sup, stats, tag)
+        row = None
+        if failed is None:
+            with stats.open(newline="") as f:
+                row = next((r for r in csv.DictReader(f) if r["Name"] == "Aggregated"), None)
+            if row is None or not float(row["Requests/s"]):
+                failed = f"no requests in {stats}"
+        if failed or row is None:
+            return Run.of("locust", mode, rate, seconds, sup, failed=failed)
+        count, rps = int(row["Request Count"]), float(row["Requests/s"])
+        final: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError, KeyError, ZeroDivisionError):
+            entries = json.loads(Path(str(prefix) + "-final.json").read_text())
+            n = sum(e["num_requests"] for e in entries)
+            span = max(e["last_request_timestamp"] for e in entries) - min(e["start_time"] for e in entries)
+            final = {"requests": n, "failures": sum(e["num_failures"] for e in entries), "seconds": span}
+            final["requests_per_s"] = n / span
+
+        def ms(key: str) -> float | None:
+            try:
+                return float(row[key]) / 1e3
+            except (KeyError, ValueError):
+                return None
+
+        return Run.of(
+            "locust", mode, rate, count / rps, sup, completed=count, errors=int(row["Failure Count"]),
+            p50=ms("50%"), p99=ms("99%"),
+            detail={"csv_requests_per_s": rps, "csv_requests": count, "final_json": final, "users": self.concurrency,
+                    "per_user_rate": per_user},
+        )  # fmt: skip
+
+
+# -- reporting -----------------------------------------------------------------------------------
+
+
+def pkg_version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def environment(server: Server, args: argparse.Namespace, locust: dict[str, str]) -> dict[str, Any]:
+    """Enough about the machine and code to compare two reports honestly."""
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    commit, dirty = None, None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        git = ["git", "-C", str(REPO)]
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+        status = subprocess.run(
+            [*git, "status", "--porcelain", "loadsim"], capture_output=True, text=True, timeout=5, check=True
+        )
+        commit, dirty = head.stdout.strip(), bool(status.stdout.strip())
+    return {
+        "server_cpu": args.server_cpu,
+        "generator_cpu": args.gen_cpu,
+        "cpu_model": model,
+        "cpus_online": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "nginx": server.version,
+        "aiohttp": pkg_version("aiohttp"),
+        "uvloop": pkg_version("uvloop"),
+        "hdrhistogram": pkg_version("hdrhistogram"),
+        "prometheus_client": pkg_version("prometheus-client"),
+        "numpy": pkg_version("numpy"),
+        "locust": locust.get("locust"),
+        "gevent": locust.get("gevent"),
+        "geventhttpclient": locust.get("geventhttpclient"),
+        "git_commit": commit,
+        "loadsim_dirty": dirty,
+    }
+
+
+def _k(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:,.0f}"
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0%}"
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 1e3:.1f}"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def print_table(report: dict[str, Any], maxed: dict[str, Figure], paced: dict[str, Figure]) -> None:
+    env, cfg = report["environment"], report["config"]
+    print()
+    print(
+        f"loadsim HTTP throughput | nginx {env['nginx']} on cpu {env['server_cpu']}, each generator alone on cpu "
+        f"{env['generator_cpu']} ({env['cpu_model']}) | python {env['python']} | aiohttp {env['aiohttp']} | "
+        f"uvloop {env['uvloop']} | locust {env['locust']} (gevent {env['gevent']}, "
+        f"geventhttpclient {env['geventhttpclient']})"
+    )
+    body = cfg["body"]
+    print(
+        f"gmail send body: loadsim draws each (mean {body['loadsim_mean_bytes']:,.0f} B, p50 "
+        f"{body['loadsim_p50_bytes']:,.0f}, p99 {body['loadsim_p99_bytes']:,.0f}); naive and Locust post one of "
+        f"{body['fixed_bytes']:,} B | {cfg['concurrency']} coroutines / users / loadsim connections | "
+        f"median of {cfg['repeats']} runs, interleaved | wall {report['wall_seconds']:.0f} s"
+    )
+    print()
+    head = f"{'at its maximum, ' + str(cfg['max_seconds']) + ' s':<44} {'req/s':>8}   {'min .. max':<17}"
+    print(f"{head} {'errors':>6} {'gen cpu':>7} {'others':>6} {'nginx cpu':>9} {'p50/p99 ms':>12}  note")
+    for g, f in maxed.items():
+        note = ""
+        if g == "loadsim":
+            dropped = f.med("dropped")
+            note = f"dropped {_k(dropped)} of {cfg['overload_rate'] * cfg['max_seconds']:,.0f} offered"
+        failed = [r.failed for r in f.runs if r.failed]
+        if failed:
+            note += f" FAILED {len(failed)}: {failed[0]}"
+        errors = sum(r.errors for r in f.good)
+        lat = f"{_ms(f.med('p50'))}/{_ms(f.med('p99'))}"
+        print(
+            f"{f.label:<44} {_k(f.median):>8}   {_k(f.low) + ' .. ' + _k(f.high):<17} {errors:>6} "
+            f"{_pct(f.med('gen_cpu')):>7} {_pct(f.med('others_cpu')):>6} {_pct(f.med('server_cpu')):>9} {lat:>12}  "
+            f"{note}"
+        )
+    print()
+    head = f"{'at a ' + format(cfg['paced_rate'], 'g') + '/s target, ' + str(cfg['paced_seconds']) + ' s':<44}"
+    cols = f"{'achieved':>8}   {'min .. max':<17} {'req/s':>6} {'gen cpu':>7} {'others':>6} {'nginx cpu':>9}"
+    cols += f" {'p50/p99 ms':>12}"
+    print(f"{head} {cols}")
+    for f in paced.values():
+        failed = [r.failed for r in f.runs if r.failed]
+        lat = f"{_ms(f.med('p50'))}/{_ms(f.med('p99'))}"
+        spread = "n/a" if f.low is None else f"{f.low:.3f} .. {f.high:.3f}"
+        med = "n/a" if f.median is None else f"{f.median:.3f}"
+        print(
+            f"{f.label:<44} {med:>8}   {spread:<17} {_k(f.med('rate')):>6} {_pct(f.med('gen_cpu')):>7} "
+            f"{_pct(f.med('others_cpu')):>6} {_pct(f.med('server_cpu')):>9} {lat:>12}  "
+            f"{'FAILED: ' + failed[0] if failed else ''}"
+        )
+    print()
+    ratios, targets = report["ratios"], report["targets"]
+    met = {True: "met", False: "NOT met", None: "unknown"}[targets["met_ratio"]]
+    print(
+        f"loadsim / Locust   {_x(ratios['loadsim_over_locust'])}  (worst pairing "
+        f"{_x(ratios['loadsim_over_locust_worst'])}; target >= {TARGET_RATIO:g}x per core: {met})"
+    )
+    worst = _x(ratios["loadsim_over_naive_worst"])
+    print(f"loadsim / naive    {_x(ratios['loadsim_over_naive'])}  (worst pairing {worst})")
+    print(f"Locust / naive     {_x(ratios['locust_over_naive'])}")
+    for w in report["warnings"]:
+        print(f"warning: {w}")
+
+
+def collect_warnings(maxed: dict[str, Figure], paced: dict[str, Figure]) -> list[str]:
+    """Whatever makes a figure less than a clean measure of a generator's ceiling."""
+    warnings: list[str] = []
+    for f in (*maxed.values(), *paced.values()):
+        for r in f.runs:
+            if r.failed:
+                warnings.append(f"{f.generator} {f.mode}: {r.failed}")
+            elif r.completed and r.errors / r.completed > ERROR_SHARE_MAX:
+                warnings.append(f"{f.generator} {f.mode}: {r.errors} of {r.completed} requests failed")
+            if f.mode != "max" or r.failed:
+                continue
+            what = f"{f.generator} max run {f.runs.index(r) + 1}"
+            if r.server_cpu is not None and r.server_cpu > 0.9:
+                warnings.append(f"{what}: nginx was {r.server_cpu:.0%} busy, the figure may be the server's")
+            if r.gen_cpu is not None and r.gen_cpu < 0.9:
+                others = "" if r.others_cpu is None else f" (other processes took {r.others_cpu:.0%} of it)"
+                warnings.append(f"{what}: the generator had only {r.gen_cpu:.0%} of its core{others}")
+    for r in maxed["locust"].good:
+        final = r.detail.get("final_json", {}).get("requests_per_s")
+        if final and abs(final / r.rate - 1) > 0.03:
+            warnings.append(f"Locust CSV {r.rate:,.0f} req/s vs final JSON {final:,.0f} req/s")
+    return warnings
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.http_throughput", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="one repeat of 8 s and 5 s runs: about a minute")
+    p.add_argument("--repeats", type=int, default=None, help="runs per figure; the median is reported (default 3)")
+    p.add_argument("--seconds", type=int, default=None, help="length of each maximum run (default 15, quick 8)")
+    p.add_argument("--paced-seconds", type=int, default=None, help="length of each paced run (default 10, quick 5)")
+    p.add_argument("--paced-rate", type=float, default=1000.0, help="the fixed target of the paced runs (req/s)")
+    p.add_argument("--overload-rate", type=float, default=30000.0, help="rate offered to loadsim at its maximum")
+    p.add_argument("--concurrency", type=int, default=64, help="naive coroutines, Locust users, loadsim connections")
+    p.add_argument("--max-in-flight", type=int, default=512, help="loadsim's --max-in-flight")
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU for nginx (default 0)")
+    p.add_argument("--gen-cpu", type=int, default=1, help="CPU for each generator (default 1)")
+    p.add_argument("--locust-venv", type=Path, default=DEFAULT_LOCUST_VENV, help=f"default {DEFAULT_LOCUST_VENV}")
+    p.add_argument("--no-install", action="store_true", help="never run apt-get or pip; fail if nginx is missing")
+    p.add_argument("--keep-workdir", action="store_true", help="keep configs, logs and raw results")
+    p.add_argument(
+        "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the report (default {DEFAULT_JSON})"
+    )
+    p.add_argument("--check", action="store_true", help=f"exit 2 when loadsim / Locust is below {TARGET_RATIO:g}x")
+    args = p.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    args.repeats = args.repeats or sizes.repeats
+    args.seconds = args.seconds or sizes.max_seconds
+    args.paced_seconds = args.paced_seconds or sizes.paced_seconds
+    args.warmup_seconds = sizes.warmup_seconds
+    for name in ("repeats", "seconds", "paced_seconds", "concurrency", "max_in_flight"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(args, name)}")
+    if args.paced_rate <= 0 or args.overload_rate <= 0:
+        p.error("--paced-rate and --overload-rate must be > 0")
+    allowed = sorted(os.sched_getaffinity(0))
+    for name in ("server_cpu", "gen_cpu"):
+        if getattr(args, name) not in allowed:
+            p.error(f"--{name.replace('_', '-')}: must be one of {allowed}, got {getattr(args, name)}")
+    if args.server_cpu == args.gen_cpu:
+        p.error("--server-cpu and --gen-cpu must differ (this bench needs two cores)")
+    return args
+
+
+def budget_seconds(args: argparse.Namespace) -> float:
+    """The watchdog's budget: every run's own timeout, plus slack."""
+    per_round = len(GENERATORS) * (args.seconds + args.paced_seconds + 2 * RUN_MARGIN)
+    warm = len(GENERATORS) * (args.warmup_seconds + RUN_MARGIN)
+    return args.repeats * per_round + warm + 120.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--naive-worker"]:
+        return naive_worker(argv[1:])
+    args = parse_args(argv)
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="http-throughput-", dir=BENCH_DIR))
+    children = Children()
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    def on_alarm(_signum: int, _frame: object) -> None:
+        faulthandler.dump_traceback()
+        raise WatchdogExpiredError
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    try:
+        return run_bench(args, workdir, children)
+    except WatchdogExpiredError:
+        print(f"watchdog: the bench ran past {budget_seconds(args):.0f} s; children stopped", file=sys.stderr)
+        return 3
+    finally:
+        signal.alarm(0)
+        children.stop_all()
+        if args.keep_workdir:
+            print(f"workdir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> int:
+    """Set up, run every figure interleaved, report."""
+    setup_log = workdir / "setup.log"
+    nginx = nginx_binary(install=not args.no_install, log=setup_log)
+    locust: Path | None = None
+    locust_problem = None
+    try:
+        locust = locust_binary(args.locust_venv, install=not args.no_install, log=setup_log)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        locust_problem = f"Locust unavailable: {e}"
+        print(locust_problem, file=sys.stderr)
+    # Setup done (installs have their own timeouts): from here on, the watchdog bounds everything.
+    signal.alarm(int(budget_seconds(args)))
+    faulthandler.dump_traceback_later(budget_seconds(args) + 60.0, exit=True)
+    os.sched_setaffinity(0, {args.server_cpu})  # this process stays off the generators' core
+    server = start_nginx(nginx, workdir, children, args.server_cpu)
+    body = representative_body()
+    body_path = workdir / "body.json"
+    body_path.write_text(json.dumps(body.body))
+    bench = Bench(
+        children=children,
+        server=server,
+        workdir=workdir,
+        gen_cpu=args.gen_cpu,
+        concurrency=args.concurrency,
+        connections=args.concurrency,
+        max_in_flight=args.max_in_flight,
+        overload_rate=args.overload_rate,
+        body_path=body_path,
+        body=body,
+        locust=locust,
+    )
+    labels = {
+        "loadsim": f"loadsim HTTP driver ({args.concurrency} conns)",
+        "naive": f"naive aiohttp loop ({args.concurrency} coroutines)",
+        "locust": f"Locust FastHttpUser ({args.concurrency} users)",
+    }
+    maxed = {g: Figure(g, "max", labels[g]) for g in GENERATORS}
+    paced = {g: Figure(g, "paced", labels[g]) for g in GENERATORS}
+    wall = time.perf_counter()
+    print(f"nginx {server.version} at {server.url} (cpu {args.server_cpu}); generators on cpu {args.gen_cpu}")
+    warm = [bench.run(g, "max", args.warmup_seconds, None) for g in GENERATORS]  # untimed: caches, pyc, nginx
+    for i in range(args.repeats):
+        for g in GENERATORS:
+            r = bench.run(g, "max", args.seconds, None)
+            maxed[g].runs.append(r)
+            print(f"  round {i + 1}/{args.repeats} max    {g:<8} {r.rate:>9,.0f} req/s  {r.failed or ''}", flush=True)
+        for g in GENERATORS:
+            r = bench.run(g, "paced", args.paced_seconds, args.paced_rate)
+            paced[g].runs.append(r)
+            print(f"  round {i + 1}/{args.repeats} paced  {g:<8} {r.rate:>9,.0f} req/s  {r.failed or ''}", flush=True)
+    wall = time.perf_counter() - wall
+    signal.alarm(0)
+    faulthandler.cancel_dump_traceback_later()
+    children.stop(server.proc, signal.SIGQUIT)
+
+    warnings = ([locust_problem] if locust_problem else []) + collect_warnings(maxed, paced)
+    lm, nm, cm = maxed["loadsim"], maxed["naive"], maxed["locust"]
+    vs_locust = ratio(lm.median, cm.median)
+    report = {
+        "benchmark": "http_throughput",
+        "environment": environment(server, args, locust_versions(args.locust_venv) if locust else {}),
+        "config": {
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "max_seconds": args.seconds,
+            "paced_seconds": args.paced_seconds,
+            "paced_rate": args.paced_rate,
+            "overload_rate": args.overload_rate,
+            "concurrency": args.concurrency,
+            "loadsim_connections": args.concurrency,
+            "loadsim_max_in_flight": args.max_in_flight,
+            "arrivals": "even",
+            "template": "gmail",
+            "user_paths": USERS,
+            "body": {
+                "fixed_bytes": body.bytes,
+                "loadsim_mean_bytes": body.mean_bytes,
+                "loadsim_p50_bytes": body.p50_bytes,
+                "loadsim_p99_bytes": body.p99_bytes,
+            },
+            "server": {"url": server.url, "config": NGINX_CONF.format(dir="DIR", port="PORT")},
+        },
+        "figures": {
+            "max": {g: f.to_dict() for g, f in maxed.items()},
+            "paced": {g: f.to_dict() for g, f in paced.items()},
+        },
+        "warmup_runs": [r.to_dict() for r in warm],
+        "ratios": {
+            "loadsim_over_locust": vs_locust,
+            "loadsim_over_locust_worst": ratio(lm.low, cm.high),
+            "loadsim_over_naive": ratio(lm.median, nm.median),
+            "loadsim_over_naive_worst": ratio(lm.low, nm.high),
+            "locust_over_naive": ratio(cm.median, nm.median),
+        },
+        "targets": {
+            "loadsim_over_locust": TARGET_RATIO,
+            "met_ratio": None if vs_locust is None else vs_locust >= TARGET_RATIO,
+        },
+        "warnings": warnings,
+        "wall_seconds": round(wall, 1),
+    }
+    print_table(report, maxed, paced)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {args.json}")
+    if any(r.failed for f in (*maxed.values(), *paced.values()) for r in f.runs) or locust_problem:
+        return 1
+    return 2 if args.check and not report["targets"]["met_ratio"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
