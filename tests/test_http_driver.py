@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -272,3 +274,49 @@ def test_against_fake_gmail_the_mix_matches_the_model_and_an_overlay_shows(tmp_p
     slow_p50 = slow["latency_from_actual_seconds"]["p50"]  # type: ignore[index]
     assert base_p50 < 0.02
     assert 0.04 < slow_p50 < 0.1
+
+
+def test_client_metrics_agree_with_the_summary(server: Server) -> None:
+    # The bulk-fed families must say what one observe() per request would have said.
+    from conftest import buckets, make_plan, scrape, total
+    from prometheus_client import CollectorRegistry
+
+    from loadsim.drivers.http import HttpDriver, HttpOptions
+    from loadsim.engine.seeds import RunRandom
+
+    plan = make_plan(name="m", arrivals="poisson", seed=3, duration="3s", schedule=[{"kind": "constant", "rate": 300}])
+    plan = dataclasses.replace(plan, virtual=False)
+    registry = CollectorRegistry(auto_describe=False)
+    driver = HttpDriver(plan, HttpOptions(target=server.url, max_in_flight=4), RunRandom.from_seed(3), registry)
+    s = asyncio.run(driver.run())
+    samples = scrape(registry)
+    requests = s["requests"]
+    assert requests["started"] > 500
+    assert total(samples, "loadsim_http_requests_total", result="2xx") == requests["finished"] == requests["started"]
+    assert total(samples, "loadsim_http_dropped_total") == requests["dropped"]
+    for basis in ("intended", "actual"):
+        assert total(samples, "loadsim_http_latency_seconds_count", basis=basis) == requests["finished"]
+        cumulative = buckets(samples, "loadsim_http_latency_seconds", basis=basis)
+        assert cumulative[-1][1] == requests["finished"]
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(cumulative))
+    # Every arrival that came due has its lateness recorded, dropped ones included.
+    assert total(samples, "loadsim_http_start_lateness_seconds_count") == requests["started"] + requests["dropped"]
+    assert total(samples, "loadsim_http_in_flight") == 0
+
+
+def test_bulk_hdr_recording_matches_one_call_per_value() -> None:
+    import numpy as np
+    from hdrh.histogram import HdrHistogram
+
+    from loadsim.drivers.http import HDR_MAX_US, record_bulk
+
+    rng = np.random.default_rng(7)
+    seconds = np.concatenate([rng.lognormal(np.log(0.003), 1.5, 20_000), [1e-7, 0.5, 599.0, 700.0]])
+    bulk, one = HdrHistogram(1, HDR_MAX_US, 3), HdrHistogram(1, HDR_MAX_US, 3)
+    record_bulk(bulk, seconds)
+    for v in seconds.tolist():
+        one.record_value(max(1, min(int(v * 1e6), HDR_MAX_US)))
+    assert bulk.get_total_count() == one.get_total_count() == len(seconds)
+    for q in (1, 10, 50, 90, 99, 99.9, 99.99, 100):
+        assert bulk.get_value_at_percentile(q) == one.get_value_at_percentile(q), q
+    assert bulk.get_min_value() <= one.get_min_value()

@@ -1,41 +1,65 @@
 """The HTTP driver: the same schedule, real requests, free of coordinated omission.
 
-Open model: each window's arrivals are placed on the event loop with ``call_at`` at
-their absolute intended times, so a request starts when it is due whatever the others
-are doing. When ``max_in_flight`` requests are already out, a due arrival is dropped
-and counted, never queued (queueing would hide the target's slowness). One aiohttp
-``ClientSession`` with a bounded connection pool carries everything.
+Open model: each window's arrival times are drawn ahead and a dispatcher wakes when
+the next one is due and starts every request whose time has come, so a request
+starts when it is due whatever the others are doing. When ``max_in_flight``
+requests are already out, a due arrival is dropped and counted, never queued
+(queueing would hide the target's slowness). Requests travel through
+:mod:`loadsim.drivers.wire`, a keep-alive HTTP/1.1 pool built for load (bytes
+serialised when due, ``httptools`` parsing, a callback per answer): aiohttp's
+client cost more CPU per request than the whole budget of a generator meant to
+outrun Locust on one core (see bench/README.md).
 
 Latency is recorded twice, in HdrHistogram (a well-kept library; fixed memory, 3
 significant digits from 1 us to 10 min): from the **intended** start (what a user
 waiting on the schedule experiences, free of coordinated omission) and from the
 **actual** start (what the target took once asked). Responses are classified as
 ``2xx``, ``4xx`` by code (``4xx_429``...), ``5xx``, ``timeout`` and
-``connection_error``; client-side metrics go under ``loadsim_http_``, never under the
-relay's names (in this mode the target emits those).
+``connection_error`` (and ``abandoned`` for requests still out when the grace ran
+out); client-side metrics go under ``loadsim_http_``, never under the relay's names
+(in this mode the target emits those). Measurements are kept per request in plain
+lists and folded into the histograms once per window, in numpy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import math
+import ssl
+import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
+import numpy as np
 from hdrh.histogram import HdrHistogram
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from numpy.typing import NDArray
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from loadsim.arrivals import Arrivals
-from loadsim.drivers.templates import TEMPLATES, MessageSampler, Request, gmail_request, relay_execute, relay_preview
+from loadsim.drivers import wire
+from loadsim.drivers.templates import (
+    TEMPLATES,
+    GmailBatch,
+    GmailPayloads,
+    MessageSampler,
+    Wire,
+    relay_execute,
+    relay_preview,
+)
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import Problem
 from loadsim.plan import RunPlan
 from loadsim.sinks.metrics_server import ListenAddress
+from loadsim.sinks.relay_metrics import bucket_counts, render_buckets
 
 HDR_MAX_US = 600_000_000
 """Longest latency recorded: 10 minutes, in microseconds."""
@@ -92,33 +116,99 @@ def check_target(
     return problems
 
 
-class HttpMetrics:
-    """Client-side metrics of the driver, under ``loadsim_http_``."""
+FloatArray = NDArray[np.float64]
+LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
+
+
+class HttpMetrics(Collector):
+    """Client-side metrics of the driver, under ``loadsim_http_``, updated in bulk once per window.
+
+    The same families and labels an ordinary ``Counter``/``Histogram`` set would
+    expose, as cumulative numpy counts: one ``observe()`` per request cost more than
+    the request itself at tens of thousands per second. A lock guards updates
+    against a Pushgateway push rendering on its worker thread.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter("loadsim_http_requests", "Requests by result", ["result"], registry=registry)
-        self.dropped = Counter("loadsim_http_dropped", "Arrivals dropped: max in flight reached", registry=registry)
-        self.in_flight = Gauge("loadsim_http_in_flight", "Requests in flight", registry=registry)
-        self.latency = Histogram(
-            "loadsim_http_latency_seconds",
-            "Latency from the intended start (free of coordinated omission) and from the actual start",
-            ["basis"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.lateness = Histogram(
-            "loadsim_http_start_lateness_seconds",
-            "How late requests started after their intended time",
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0),
-            registry=registry,
-        )
-        self._intended = self.latency.labels(basis="intended")
-        self._actual = self.latency.labels(basis="actual")
+        self._lock = threading.Lock()
+        self._latency_edges = np.asarray(LATENCY_BUCKETS)
+        self._lateness_edges = np.asarray(LATENESS_BUCKETS)
+        self.results: dict[str, int] = {}
+        self.dropped = 0
+        self.in_flight = 0
+        self._latency = {b: (np.zeros(len(LATENCY_BUCKETS) + 1, np.int64), [0.0]) for b in ("intended", "actual")}
+        self._lateness = (np.zeros(len(LATENESS_BUCKETS) + 1, np.int64), [0.0])
+        registry.register(self)
 
-    def observe(self, result: str, intended: float, actual: float) -> None:
-        self.requests.labels(result=result).inc()
-        self._intended.observe(intended)
-        self._actual.observe(actual)
+    def update(
+        self,
+        *,
+        results: dict[str, int],
+        intended: FloatArray,
+        actual: FloatArray,
+        lateness: FloatArray,
+        dropped: int,
+        in_flight: int,
+    ) -> None:
+        """Fold one window's measurements in."""
+        with self._lock:
+            for k, v in results.items():
+                self.results[k] = self.results.get(k, 0) + v
+            self.dropped += dropped
+            self.in_flight = in_flight
+            for (counts, total), values, edges in (
+                (self._latency["intended"], intended, self._latency_edges),
+                (self._latency["actual"], actual, self._latency_edges),
+                (self._lateness, lateness, self._lateness_edges),
+            ):
+                np.add(counts, bucket_counts(values, edges), out=counts)
+                total[0] += float(values.sum())
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            requests = CounterMetricFamily("loadsim_http_requests", "Requests by result", labels=["result"])
+            for result, n in sorted(self.results.items()):
+                requests.add_metric([result], n)
+            yield requests
+            yield CounterMetricFamily(
+                "loadsim_http_dropped", "Arrivals dropped: max in flight reached", value=self.dropped
+            )
+            yield GaugeMetricFamily("loadsim_http_in_flight", "Requests in flight", value=self.in_flight)
+            latency = HistogramMetricFamily(
+                "loadsim_http_latency_seconds",
+                "Latency from the intended start (free of coordinated omission) and from the actual start",
+                labels=["basis"],
+            )
+            for basis, (counts, total) in self._latency.items():
+                latency.add_metric([basis], render_buckets(LATENCY_BUCKETS, counts), total[0])
+            yield latency
+            lateness = HistogramMetricFamily(
+                "loadsim_http_start_lateness_seconds", "How late requests started after their intended time"
+            )
+            counts, total = self._lateness
+            lateness.add_metric([], render_buckets(LATENESS_BUCKETS, counts), total[0])
+            yield lateness
+
+
+def record_bulk(h: HdrHistogram, seconds: FloatArray) -> None:
+    """Record many latencies (seconds) into an HDR histogram of microseconds, one call per distinct value.
+
+    Values are first rounded down to a grid no coarser than the histogram's own
+    resolution at that magnitude (3 significant digits: sub-buckets of 2,048, so a
+    grid of 1/4,096 of the value's power of two), so each lands in the bucket it
+    would have alone, and the per-value Python call is paid per distinct bucket.
+    """
+    if len(seconds) == 0:
+        return
+    us = np.clip((seconds * 1e6).astype(np.int64), 1, HDR_MAX_US)
+    shift = np.maximum(np.floor(np.log2(us)).astype(np.int64) - 11, 0)
+    us = (us >> shift) << shift
+    values, counts = np.unique(us, return_counts=True)
+    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        h.record_value(v, c)
 
 
 @dataclass
@@ -133,13 +223,8 @@ class HttpResults:
     started: int = 0
     dropped: int = 0
 
-    def record(self, result: str, intended: float, actual: float) -> None:
-        self.results[result] += 1
-        self.intended.record_value(max(1, min(int(intended * 1e6), HDR_MAX_US)))
-        self.actual.record_value(max(1, min(int(actual * 1e6), HDR_MAX_US)))
-
     def to_dict(self, run_seconds: float, target_sends: float) -> dict[str, Any]:
-        finished = sum(self.results.values())
+        finished = sum(v for k, v in self.results.items() if k != "abandoned")
 
         def quantiles(h: HdrHistogram) -> dict[str, float]:
             if h.get_total_count() == 0:
@@ -156,6 +241,7 @@ class HttpResults:
                 "started": self.started,
                 "dropped": self.dropped,
                 "finished": finished,
+                "abandoned": self.results.get("abandoned", 0),
             },
             "achieved_rate_per_s": self.started / run_seconds if run_seconds > 0 else 0.0,
             "target_rate_per_s": target_sends / run_seconds if run_seconds > 0 else 0.0,
@@ -164,6 +250,16 @@ class HttpResults:
             "latency_from_actual_seconds": quantiles(self.actual),
             "start_lateness_seconds": quantiles(self.lateness),
         }
+
+
+@dataclass(slots=True)
+class _Due:
+    """One window's arrivals on their way to the dispatcher."""
+
+    times: FloatArray
+    """Absolute perf_counter() times, sorted."""
+    batch: GmailBatch | None
+    next: int = 0
 
 
 class HttpDriver:
@@ -178,46 +274,88 @@ class HttpDriver:
         self.metrics = HttpMetrics(registry)
         self.results = HttpResults()
         self.arrivals = Arrivals(plan.schedule, plan.arrivals, random.arrivals)
+        self.wire = Wire(options.target, options.token)
         self.sampler = MessageSampler(plan.model, random.outcomes, options.max_attachment_bytes)
-        self._users = random.overlays
+        self.gmail = GmailPayloads(self.wire, options.users, random.outcomes, random.overlays)
+        self._relay_flow = options.template == "relay"
+        self._pool: wire.Pool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._due: collections.deque[_Due] = collections.deque()
+        self._timer: asyncio.TimerHandle | None = None
         self._in_flight = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
-        self._origin = 0.0
-        self._origin_perf = 0.0
+        self._all_started = asyncio.Event()
+        """Set when no arrival is left to start (the last window's, at the end)."""
+        self._none_in_flight = asyncio.Event()
         self._stop = False
         self.t = 0.0
+        # Per-request measurements, folded into histograms once per window.
+        self._intended: list[float] = []
+        self._actual: list[float] = []
+        self._lateness: list[FloatArray] = []
+        self._window_results: dict[str, int] = {}
+        self._window_dropped = 0
+        self._labels = {wire.TIMEOUT: "timeout", wire.CONNECTION_ERROR: "connection_error", wire.ABANDONED: "abandoned"}
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`request_stop` was called."""
+        return self._stop
 
     def request_stop(self) -> None:
         """Place no more arrivals; requests already out finish (within the grace)."""
         self._stop = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due.clear()
+        self._all_started.set()
 
     async def run(self) -> dict[str, Any]:
         """Run the schedule; returns the summary."""
-        loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(limit=self.options.connections, limit_per_host=self.options.connections)
-        timeout = aiohttp.ClientTimeout(total=self.options.timeout)
+        self._loop = asyncio.get_running_loop()
+        context = ssl.create_default_context() if self.wire.tls else None
+        pool = wire.Pool(
+            self.wire.host,
+            self.wire.port,
+            self._done,
+            limit=self.options.connections,
+            timeout=self.options.timeout,
+            ssl_context=context,
+        )
+        self._pool = pool
+        pool.start()
         wall0 = time.monotonic()
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            self._session = session
-            self._origin = loop.time() + self.options.lead
-            # Measurements use perf_counter: uvloop's loop.time() ticks in whole milliseconds.
-            self._origin_perf = time.perf_counter() + self.options.lead
-            duration, tick = self.plan.duration, self.plan.engine.tick
-            t0 = 0.0
+        lead = self.options.lead
+        # Times are perf_counter(): uvloop's loop.time() ticks in whole milliseconds.
+        origin = time.perf_counter() + lead
+        duration, tick = self.plan.duration, self.plan.engine.tick
+        t0 = 0.0
+        try:
             while t0 < duration and not self._stop:
                 t1 = min(t0 + tick, duration)
-                delay = self._origin + t0 - self.options.lead - loop.time()
+                delay = origin + t0 - lead - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                for start in self.arrivals.draw(t0, t1).tolist():
-                    loop.call_at(self._origin + start, self._fire, start)
+                if self._stop:
+                    break
+                starts = np.sort(self.arrivals.draw(t0, t1))
+                if len(starts):
+                    batch = self.gmail.draw(len(starts)) if self.options.template == "gmail" else None
+                    self._due.append(_Due(origin + starts, batch))
+                    self._all_started.clear()
+                    if self._timer is None:
+                        self._dispatch()
                 self.results.scheduled = round(self.arrivals.cumulative_expected)
+                self._flush()
                 t0 = t1
                 self.t = t1
-            # Let the last window's arrivals fire, then wait for what is in flight.
-            await asyncio.sleep(max(0.0, self._origin + t0 - loop.time()) + 0.01)
+            # Let the last window's arrivals start, then wait for what is in flight.
+            if self._due and not self._stop:
+                await self._all_started.wait()
             await self._drain(self.plan.engine.grace)
+        finally:
+            self.request_stop()
+            await pool.aclose()
+            self._flush()
         run_seconds = self.t
         out = self.results.to_dict(run_seconds, self.plan.expected_sends(0.0, run_seconds))
         out["wall_seconds"] = round(time.monotonic() - wall0, 3)
@@ -226,75 +364,119 @@ class HttpDriver:
         return out
 
     async def _drain(self, grace: float) -> None:
-        if not self._tasks:
-            return
-        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._in_flight:
+            self._none_in_flight.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._none_in_flight.wait(), grace)
 
-    def _fire(self, start: float) -> None:
-        if self._stop:
-            return
-        loop = asyncio.get_running_loop()
+    # -- starting requests -----------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        """Start every arrival that is due; sleep until the next one."""
+        self._timer = None
         now = time.perf_counter()
-        intended = self._origin_perf + start
-        lateness = max(0.0, now - intended)
-        self.results.lateness.record_value(max(1, min(int(lateness * 1e6), HDR_MAX_US)))
-        self.metrics.lateness.observe(lateness)
-        if self._in_flight >= self.options.max_in_flight:
-            self.results.dropped += 1
-            self.metrics.dropped.inc()
+        while self._due:
+            due = self._due[0]
+            end = int(np.searchsorted(due.times, now, side="right"))
+            if end > due.next:
+                self._start(due, due.next, end, now)
+                due.next = end
+            if due.next < len(due.times):
+                assert self._loop is not None
+                self._timer = self._loop.call_later(float(due.times[due.next]) - now, self._dispatch)
+                return
+            self._due.popleft()
+        self._all_started.set()
+
+    def _start(self, due: _Due, first: int, end: int, now: float) -> None:
+        self._lateness.append(now - due.times[first:end])
+        room = self.options.max_in_flight - self._in_flight
+        last = end if end - first <= room else first + max(room, 0)
+        self._window_dropped += end - last
+        if last <= first:
             return
-        self._in_flight += 1
-        self.results.started += 1
-        self.metrics.in_flight.set(self._in_flight)
-        task = loop.create_task(self._send(intended, now))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._in_flight += last - first
+        self.results.started += last - first
+        assert self._pool is not None
+        submit = self._pool.submit
+        times = due.times[first:last].tolist()
+        if due.batch is not None:
+            build = self.gmail.build
+            batch = due.batch
+            for i, t in zip(range(first, last), times, strict=True):
+                submit(wire.Exchange(build(batch, i), t, tag=now))
+        else:
+            for t in times:
+                submit(self._relay_preview(t, now))
 
-    async def _send(self, intended: float, actual: float) -> None:
-        result = "connection_error"
+    def _relay_preview(self, intended: float, actual: float) -> wire.Exchange:
+        payload = self.wire.request(relay_preview(self.sampler.draw(), self.options.token))
+        return wire.Exchange(payload, intended, keep_body=True, tag=actual)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _done(self, ex: wire.Exchange, status: int) -> None:
+        if self._relay_flow and ex.stage == 0 and status != wire.ABANDONED:
+            result = self._relay_next(ex, status)
+            if result is None:
+                return
+        else:
+            result = self._label(status)
+        end = time.perf_counter()
+        self._in_flight -= 1
+        if not self._in_flight:
+            self._none_in_flight.set()
+        self._intended.append(end - ex.started)
+        self._actual.append(end - ex.tag)
+        self._window_results[result] = self._window_results.get(result, 0) + 1
+
+    def _label(self, status: int) -> str:
+        label = self._labels.get(status)
+        if label is None:
+            label = self._labels[status] = _classify(status)
+        return label
+
+    def _relay_next(self, ex: wire.Exchange, status: int) -> str | None:
+        """After the preview: send the execute (returns None) or say why the flow ended."""
+        label = self._label(status)
+        if label != "2xx":
+            return f"preview_{label}"
+        preview_id = None
         try:
-            result = await self._flow()
-        except TimeoutError:
-            result = "timeout"
-        except (aiohttp.ClientError, OSError):
-            result = "connection_error"
-        finally:
-            end = time.perf_counter()
-            self._in_flight -= 1
-            self.metrics.in_flight.set(self._in_flight)
-            self.results.record(result, end - intended, end - actual)
-            self.metrics.observe(result, end - intended, end - actual)
-
-    async def _flow(self) -> str:
-        message = self.sampler.draw()
-        token = self.options.token
-        if self.options.template == "gmail":
-            user = f"user{int(self._users.integers(0, self.options.users))}@example.com"
-            return (await self._call(gmail_request(message, user, token)))[0]
-        result, body = await self._call(relay_preview(message, token))
-        if result != "2xx":
-            return f"preview_{result}"
-        preview_id = body.get("preview_id") if isinstance(body, dict) else None
+            parsed = json.loads(bytes(ex.body or b""))
+            preview_id = parsed.get("preview_id") if isinstance(parsed, dict) else None
+        except ValueError:
+            preview_id = None
         if not preview_id:
             return "preview_no_id"
-        return (await self._call(relay_execute(str(preview_id), token)))[0]
+        follow = wire.Exchange(
+            self.wire.request(relay_execute(str(preview_id), self.options.token)), ex.started, tag=ex.tag
+        )
+        follow.stage = 1
+        assert self._pool is not None
+        self._pool.submit(follow)
+        return None
 
-    async def _call(self, request: Request) -> tuple[str, Any]:
-        assert self._session is not None
-        url = self.options.target.rstrip("/") + request.path
-        async with self._session.request(request.method, url, json=request.json, headers=request.headers) as resp:
-            body = await resp.read()
-            status = resp.status
-            parsed: Any = None
-            if 200 <= status < 300 and body:
-                with contextlib.suppress(ValueError):
-                    parsed = await resp.json(content_type=None)
-        return _classify(status), parsed
+    def _flush(self) -> None:
+        """Fold the window's measurements into the HDR histograms and the Prometheus families."""
+        intended = np.asarray(self._intended)
+        actual = np.asarray(self._actual)
+        lateness = np.concatenate(self._lateness) if self._lateness else np.empty(0)
+        self._intended, self._actual, self._lateness = [], [], []
+        lateness = np.maximum(lateness, 0.0)
+        record_bulk(self.results.intended, intended)
+        record_bulk(self.results.actual, actual)
+        record_bulk(self.results.lateness, lateness)
+        results, self._window_results = self._window_results, {}
+        self.results.results.update(results)
+        dropped, self._window_dropped = self._window_dropped, 0
+        self.results.dropped += dropped
+        self.metrics.update(
+            results=results,
+            intended=intended,
+            actual=actual,
+            lateness=lateness,
+            dropped=dropped,
+            in_flight=self._in_flight,
+        )
 
 
 def _classify(status: int) -> str:

@@ -14,17 +14,28 @@ variable or a file by the CLI; it is never logged). Recipients, subject and HTML
 attachment counts and sizes are drawn from the outcome model's distributions; attachment
 content is capped (``max_attachment_bytes``) so a load test measures the target, not the
 client's base64 encoder.
+
+For the driver's hot path the same requests also exist as ready-to-send HTTP/1.1
+bytes: :class:`GmailPayloads` draws a window's message shapes in a few numpy
+calls and serialises each request only when it is due (an arrival dropped at the
+in-flight cap costs no bytes). :class:`Wire` holds what every request to one
+target shares (``Host``, the path prefix, the token header) so each request adds
+only its path, its length and its body.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
+from numpy.typing import NDArray
 
+from loadsim import __version__
 from loadsim.model.params import ModelParams
 from loadsim.model.sampler import MAX_ATTACHMENTS, lognormal_params
 
@@ -112,3 +123,95 @@ def relay_execute(preview_id: str, token: str | None) -> Request:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class Wire:
+    """Serialises requests to one target as HTTP/1.1 bytes (keep-alive, JSON bodies)."""
+
+    def __init__(self, target: str, token: str | None) -> None:
+        parts = urlsplit(target)
+        host = parts.hostname or ""
+        default_port = 443 if parts.scheme == "https" else 80
+        self.host = host
+        self.port = parts.port or default_port
+        self.tls = parts.scheme == "https"
+        shown = f"[{host}]" if ":" in host else host
+        authority = shown if self.port == default_port else f"{shown}:{self.port}"
+        self.prefix = parts.path.rstrip("/")
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        self._common = (
+            f"Host: {authority}\r\nUser-Agent: loadsim/{__version__}\r\n"
+            f"Content-Type: application/json\r\nAccept: application/json\r\n{auth}Content-Length: "
+        ).encode()
+
+    def head(self, method: str, path: str, extra_headers: dict[str, str] | None = None) -> bytes:
+        """Everything before the body's length: request line and shared headers."""
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (extra_headers or {}).items())
+        return f"{method} {self.prefix}{path} HTTP/1.1\r\n{extra}".encode() + self._common
+
+    def request(self, request: Request) -> bytes:
+        """One :class:`Request` as bytes (the token goes in through the shared headers)."""
+        extra = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
+        body = json.dumps(request.json, separators=(",", ":")).encode()
+        return self.head(request.method, request.path, extra) + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+_FILL = b"x" * 200_000
+
+
+@dataclass(slots=True)
+class GmailBatch:
+    """One window's message shapes for the Gmail template, drawn together."""
+
+    users: list[int]
+    recipients: NDArray[np.int64]
+    """Offsets into ``to``: request i sends to ``to[recipients[i]:recipients[i + 1]]``."""
+    to: list[int]
+    subjects: list[int]
+    html: list[int]
+
+
+class GmailPayloads:
+    """Gmail's send requests, shaped like :meth:`MessageSampler.draw`'s messages, as ready bytes.
+
+    The draws are the same distributions as :class:`MessageSampler` (recipients
+    ``1 + Poisson(0.6)``, HTML length log-normal around 1,500 bytes clipped to
+    50..200,000, random recipient and subject numbers), taken for a whole window
+    at once; a request's bytes are built when it is due.
+    """
+
+    def __init__(self, wire: Wire, users: int, rng: np.random.Generator, user_rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.user_rng = user_rng
+        self.users = users
+        self._heads = [wire.head("POST", f"/gmail/v1/users/user{u}@example.com/messages/send") for u in range(users)]
+
+    def draw(self, n: int) -> GmailBatch:
+        """Shapes for ``n`` requests."""
+        rng = self.rng
+        recipients = 1 + rng.poisson(0.6, n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(recipients, out=offsets[1:])
+        html = np.clip(rng.lognormal(np.log(1500), 0.8, n), 50, 200_000).astype(np.int64)
+        return GmailBatch(
+            users=self.user_rng.integers(0, self.users, n).tolist(),
+            recipients=offsets,
+            to=rng.integers(0, 10_000, int(offsets[-1])).tolist(),
+            subjects=rng.integers(0, 1_000_000, n).tolist(),
+            html=html.tolist(),
+        )
+
+    def build(self, batch: GmailBatch, i: int) -> bytes:
+        """Request ``i`` of ``batch`` as bytes."""
+        r0, r1 = int(batch.recipients[i]), int(batch.recipients[i + 1])
+        to = ", ".join([f"user{t}@example.com" for t in batch.to[r0:r1]])
+        html = batch.html[i]
+        mime = (
+            (
+                f"To: {to}\r\nSubject: Report {batch.subjects[i]}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>"
+            ).encode()
+            + _FILL[: max(html - 7, 0)]
+            + b"</p>"
+        )
+        body = b'{"raw":"' + base64.urlsafe_b64encode(mime).rstrip(b"=") + b'"}'
+        return self._heads[batch.users[i]] + str(len(body)).encode() + b"\r\n\r\n" + body

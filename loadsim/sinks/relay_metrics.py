@@ -37,12 +37,13 @@ def _edges(bounds: Sequence[float]) -> FloatArray:
     return np.asarray(bounds, dtype=np.float64)
 
 
-def _bucket_counts(values: FloatArray, edges: FloatArray) -> NDArray[np.int64]:
+def bucket_counts(values: FloatArray, edges: FloatArray) -> NDArray[np.int64]:
     """Non-cumulative counts per bucket, ``le`` inclusive, last slot ``+Inf``."""
     return np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
 
 
-def _render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[tuple[str, float]]:
+def render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[tuple[str, float]]:
+    """Per-bucket counts as prometheus-client's cumulative ``(le, count)`` pairs, ``+Inf`` last."""
     cumulative = np.cumsum(counts)
     labels = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
     return [(le, float(v)) for le, v in zip(labels, cumulative, strict=True)]
@@ -96,7 +97,7 @@ class RelayMetrics(Collector):
 
     def record_starts(self, effects: StartEffects) -> None:
         """Early-guard errors, MIME build times and the side counters of a window."""
-        mime_counts = _bucket_counts(effects.mime_seconds, self._mime_edges)
+        mime_counts = bucket_counts(effects.mime_seconds, self._mime_edges)
         mime_sum = float(effects.mime_seconds.sum())
         guard_errors = effects.guard_counts @ catalog.REASON_MATRIX
         with self._lock:
@@ -202,11 +203,11 @@ class RelayMetrics(Collector):
             )
             for i, st in statuses:
                 hist.add_metric(
-                    [*pa, st], _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[i]), float(s.latency_sum[i])
+                    [*pa, st], render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[i]), float(s.latency_sum[i])
                 )
         else:
             hist = HistogramMetricFamily(c.ACTION_LATENCY, c.HELP[c.ACTION_LATENCY], labels=["provider", "action"])
-            hist.add_metric(list(pa), _render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[0]), float(s.latency_sum[0]))
+            hist.add_metric(list(pa), render_buckets(c.LATENCY_BUCKETS, s.latency_buckets[0]), float(s.latency_sum[0]))
         yield hist
         yield _counter(
             c.STRUCTURED_ERROR,
@@ -219,7 +220,7 @@ class RelayMetrics(Collector):
             [((c.PROVIDER, e), v) for e, v in zip(catalog.OAUTH_EVENTS, s.oauth, strict=True)],
         )
         hist = HistogramMetricFamily(c.MIME_BUILD, c.HELP[c.MIME_BUILD], labels=[])
-        hist.add_metric([], _render_buckets(c.MIME_BUCKETS, s.mime_buckets), s.mime_sum)
+        hist.add_metric([], render_buckets(c.MIME_BUCKETS, s.mime_buckets), s.mime_sum)
         yield hist
         yield _counter(c.ATTACHMENT_BYTES, ("result",), _one_label(catalog.ATTACHMENT_RESULTS, s.attachment_bytes))
         yield _counter(c.INLINE_REFS, ("result",), _one_label(catalog.INLINE_RESULTS, s.inline_refs))

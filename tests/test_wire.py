@@ -1,0 +1,272 @@
+"""The load client (loadsim.drivers.wire) against real servers on loopback: framing, keep-alive, failures.
+
+The servers here are plain asyncio servers writing raw HTTP/1.1 bytes, so each test
+chooses exactly how the answer is framed (Content-Length, chunked, ended by the
+close), when the connection closes and what happens when nothing answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+import uvloop
+
+from loadsim.drivers import wire
+
+Run = Callable[[Callable[[], Awaitable[None]]], None]
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+REQUEST = b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bool:
+    """Read one request (headers and a Content-Length body); False at the end of the stream."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return False
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await reader.readexactly(length)
+    return True
+
+
+class Served:
+    """A raw server on 127.0.0.1 and a pool aimed at it; collects what ``on_done`` was given."""
+
+    def __init__(self, handler: Handler, *, limit: int = 4, timeout: float = 5.0, keep_body: bool = False) -> None:
+        self.handler = handler
+        self.limit = limit
+        self.timeout = timeout
+        self.keep_body = keep_body
+        self.done: list[tuple[int, bytes | None]] = []
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self.pool: wire.Pool | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def _on_done(self, ex: wire.Exchange, status: int) -> None:
+        self.done.append((status, bytes(ex.body) if ex.body is not None else None))
+
+    async def start(self) -> wire.Pool:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.pool = wire.Pool("127.0.0.1", port, self._on_done, limit=self.limit, timeout=self.timeout)
+        self.pool.start()
+        return self.pool
+
+    def submit(self, n: int) -> None:
+        assert self.pool is not None
+        for _ in range(n):
+            self.pool.submit(wire.Exchange(REQUEST, time.perf_counter(), keep_body=self.keep_body))
+
+    async def wait(self, n: int, within: float = 5.0) -> None:
+        deadline = time.monotonic() + within
+        while len(self.done) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while await read_request(reader):
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 11\r\nContent-Type: application/json\r\n\r\n{"id":"m1"}')
+        await writer.drain()
+
+
+async def _test_keep_alive_reuses_connections_and_keeps_bodies_on_request() -> None:
+    s = Served(keep_alive, limit=4, keep_body=True)
+    pool = await s.start()
+    try:
+        s.submit(200)
+        await s.wait(200)
+    finally:
+        await s.stop()
+    assert s.done == [(200, b'{"id":"m1"}')] * 200
+    # 200 exchanges over at most 4 connections: each connection carried many.
+    assert 1 <= s.connections <= 4
+    assert pool.outstanding == 0
+
+
+async def _test_chunked_answers_are_reassembled() -> None:
+    async def chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b'5\r\n{"pre\r\n')
+            await writer.drain()
+            writer.write(b'12\r\nview_id":"p-42"}  \r\n0\r\n\r\n')
+            await writer.drain()
+
+    s = Served(chunked, keep_body=True)
+    await s.start()
+    try:
+        s.submit(3)
+        await s.wait(3)
+    finally:
+        await s.stop()
+    assert s.done == [(201, b'{"preview_id":"p-42"}  ')] * 3
+
+
+async def _test_connection_close_answers_each_on_a_fresh_connection() -> None:
+    async def close_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader):
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+
+    s = Served(close_each, limit=2)
+    await s.start()
+    try:
+        s.submit(20)
+        await s.wait(20)
+    finally:
+        await s.stop()
+    assert [status for status, _ in s.done] == [503] * 20
+    assert s.connections == 20
+
+
+async def _test_an_answer_framed_by_the_close_keeps_its_status() -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader):
+            writer.write(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"id":"no-length"}')
+            await writer.drain()
+
+    s = Served(until_close, keep_body=True)
+    await s.start()
+    try:
+        s.submit(2)
+        await s.wait(2)
+    finally:
+        await s.stop()
+    assert s.done == [(200, b'{"id":"no-length"}')] * 2
+
+
+async def _test_garbage_and_early_close_are_connection_errors() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader):
+            writer.write(b"SPDY/9 what\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    async def hang_up(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+
+    for handler in (garbage, hang_up):
+        s = Served(handler)
+        await s.start()
+        try:
+            s.submit(3)
+            await s.wait(3)
+        finally:
+            await s.stop()
+        assert [status for status, _ in s.done] == [wire.CONNECTION_ERROR] * 3, handler.__name__
+
+
+async def _test_nothing_listening_fails_each_exchange_once() -> None:
+    probe = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+    port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    done: list[int] = []
+    pool = wire.Pool("127.0.0.1", port, lambda _ex, st: done.append(st), limit=3, timeout=5.0)
+    pool.start()
+    try:
+        for _ in range(10):
+            pool.submit(wire.Exchange(REQUEST, time.perf_counter()))
+        deadline = time.monotonic() + 5
+        while len(done) < 10 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+    finally:
+        await pool.aclose()
+    assert done == [wire.CONNECTION_ERROR] * 10
+    assert pool.outstanding == 0
+
+
+async def _test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest() -> None:
+    async def silent(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    # Two connections, five exchanges: two on the wire, three waiting; all time out at 0.3 s.
+    s = Served(silent, limit=2, timeout=0.3)
+    pool = await s.start()
+    t0 = time.perf_counter()
+    try:
+        s.submit(5)
+        await s.wait(5)
+        elapsed = time.perf_counter() - t0
+        assert [status for status, _ in s.done] == [wire.TIMEOUT] * 5
+        assert 0.3 <= elapsed < 1.0
+        # A connection whose exchange timed out is dropped, not reused (its late answer would be misread).
+        s.done.clear()
+        s.submit(2)
+        await asyncio.sleep(0.05)
+    finally:
+        await s.stop()
+    assert [status for status, _ in s.done] == [wire.ABANDONED] * 2
+    assert s.connections == 4
+    assert pool.outstanding == 0
+
+
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request: pytest.FixtureRequest) -> Run:
+    """Runs a scenario on uvloop (what loadsim uses) and on plain asyncio (where uvloop is missing)."""
+
+    def go(scenario: Callable[[], Awaitable[None]]) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            runner.run(scenario())  # type: ignore[arg-type]
+
+    return go
+
+
+def test_keep_alive_reuses_connections_and_keeps_bodies_on_request(
+    run: Callable[[Callable[[], Awaitable[None]]], None],
+) -> None:
+    run(_test_keep_alive_reuses_connections_and_keeps_bodies_on_request)
+
+
+def test_chunked_answers_are_reassembled(run: Run) -> None:
+    run(_test_chunked_answers_are_reassembled)
+
+
+def test_connection_close_answers_each_on_a_fresh_connection(
+    run: Callable[[Callable[[], Awaitable[None]]], None],
+) -> None:
+    run(_test_connection_close_answers_each_on_a_fresh_connection)
+
+
+def test_an_answer_framed_by_the_close_keeps_its_status(run: Run) -> None:
+    run(_test_an_answer_framed_by_the_close_keeps_its_status)
+
+
+def test_garbage_and_early_close_are_connection_errors(run: Run) -> None:
+    run(_test_garbage_and_early_close_are_connection_errors)
+
+
+def test_nothing_listening_fails_each_exchange_once(run: Run) -> None:
+    run(_test_nothing_listening_fails_each_exchange_once)
+
+
+def test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest(
+    run: Callable[[Callable[[], Awaitable[None]]], None],
+) -> None:
+    run(_test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest)
