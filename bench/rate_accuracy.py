@@ -7,9 +7,9 @@ subprocess pinned to one core, so the event loop is clean: uvloop (what ``loadsi
 uses) or plain asyncio. Three things are added, none on the engine's code path:
 
 * the clock is a ``WallClock`` subclass that notes, per window, the deadline, the lateness
-  the engine sees (what ``loadsim_tick_lateness_seconds`` observes; under uvloop it comes
-  from the loop's millisecond clock) and ``time.monotonic()`` at wake-up. The loop's clock
-  is ``CLOCK_MONOTONIC`` (uvloop's truncated to the millisecond), so **lateness** here is
+  the engine sees (what ``loadsim_tick_lateness_seconds`` observes) and ``time.monotonic()``
+  at wake-up. ``WallClock`` runs on ``time.monotonic()`` (CLOCK_MONOTONIC, the loop's clock
+  too, which uvloop truncates to the millisecond), so **lateness** here is
   ``time.monotonic()`` at wake-up minus the window's deadline on that clock: how late the
   window started, to the microsecond;
 * an engine observer bins every send's start time (run time) per second;
@@ -127,7 +127,7 @@ class MeasuringClock(WallClock):
     def __init__(self) -> None:
         super().__init__()
         self.origin = self._origin
-        """Run time 0 on the loop's clock, which is CLOCK_MONOTONIC (uvloop: truncated to the ms)."""
+        """Run time 0 on ``time.monotonic()`` (CLOCK_MONOTONIC, the loop's clock too)."""
         self.deadlines: list[float] = []
         self.engine_lateness: list[float] = []
         self.woke: list[float] = []

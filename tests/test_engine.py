@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
 from statistics import NormalDist
 
@@ -207,3 +209,23 @@ class TestDiurnal48h:
         _, counts = hourly
         monday, tuesday = counts.reshape(2, 24).sum(axis=1)
         assert abs(monday - tuesday) < 5 * math.sqrt(monday + tuesday)
+
+
+def test_wall_clock_reads_finer_than_uvloops_millisecond() -> None:
+    # uvloop's loop.time() is cached per iteration and whole milliseconds; the wall clock must
+    # not be, or tick lateness under-reads by up to 1 ms. No sleep: readings within one callback.
+    import uvloop
+
+    from loadsim.engine.clock import WallClock
+
+    async def readings() -> list[float]:
+        clock = WallClock(origin_offset=5.0)
+        return [clock.now() for _ in range(2000)]
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        values = runner.run(readings())
+    assert values[0] >= 5.0
+    assert all(b >= a for a, b in itertools.pairwise(values))
+    assert len(set(values)) > 1
+    steps = [b - a for a, b in itertools.pairwise(values) if b > a]
+    assert min(steps) < 0.0005
