@@ -390,20 +390,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _execute_http(args: argparse.Namespace, profile: Profile, source: str) -> int:
-    from loadsim.runner import RunOptions, execute_http
+    from loadsim.runner import ListenError, RunOptions, execute_http
 
-    listen = None
-    if not args.no_listen:
-        try:
-            listen = ListenAddress.parse(args.listen)
-        except ValueError as e:
-            raise ConfigError([Problem("--listen", "", str(e))]) from None
+    listen = _listen_address(args)
     profile = _with_grace(args, profile)
     plan = build_plan(profile, virtual=False, wall_epoch=time.time(), source=source)
     http = _http_options(args, plan)
     configure(args.log_level)
     options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json)
-    summary = _run_loop(execute_http(plan, options, http))
+    try:
+        summary = _run_loop(execute_http(plan, options, http))
+    except ListenError as e:
+        raise ConfigError([Problem("--listen", "", str(e))]) from None
     if sys.stdout.isatty():
         print(json.dumps(summary, indent=2))
     return EXIT_OK
@@ -412,12 +410,7 @@ def _execute_http(args: argparse.Namespace, profile: Profile, source: str) -> in
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     from loadsim.runner import ListenError, RunOptions, execute, open_state
 
-    listen = None
-    if not args.no_listen:
-        try:
-            listen = ListenAddress.parse(args.listen)
-        except ValueError as e:
-            raise ConfigError([Problem("--listen", "", str(e))]) from None
+    listen = _listen_address(args)
     push = _push_target(args)
     profile = _with_grace(args, profile)
     state = _state_options(args)
@@ -435,6 +428,16 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _listen_address(args: argparse.Namespace) -> ListenAddress | None:
+    """``--listen`` parsed, or None with ``--no-listen``."""
+    if args.no_listen:
+        return None
+    try:
+        return ListenAddress.parse(args.listen)
+    except ValueError as e:
+        raise ConfigError([Problem("--listen", "", str(e))]) from None
 
 
 def _with_grace(args: argparse.Namespace, profile: Profile) -> Profile:

@@ -117,14 +117,17 @@ class TestBadOptions:
         code, err, _ = run_main(capsys, "run", "--virtual", *argv)
         assert (code, err) == (2, [expected])
 
-    def test_busy_port_is_a_usage_error(self, capsys):
+    @pytest.mark.parametrize(
+        "driver", [["--virtual"], ["--driver", "http", "--target", "http://127.0.0.1:9", "--rate", "1/s"]]
+    )
+    def test_busy_port_is_a_usage_error(self, capsys, driver):
         import socket
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             s.listen()
             port = s.getsockname()[1]
-            code, err, _ = run_main(capsys, "run", "--virtual", "--duration", "10s", "--listen", f"127.0.0.1:{port}")
+            code, err, _ = run_main(capsys, "run", *driver, "--duration", "10s", "--listen", f"127.0.0.1:{port}")
         assert code == 2
         assert len(err) == 1
         assert err[0].startswith(f"loadsim: --listen: cannot listen on 127.0.0.1:{port}: ")
