@@ -308,7 +308,7 @@ def test_bulk_hdr_recording_matches_one_call_per_value() -> None:
     import numpy as np
     from hdrh.histogram import HdrHistogram
 
-    from loadsim.drivers.http import HDR_MAX_US, record_bulk
+    from loadsim.drivers.http import HDR_MAX_US, _counts_view, record_bulk
 
     rng = np.random.default_rng(7)
     seconds = np.concatenate([rng.lognormal(np.log(0.003), 1.5, 20_000), [1e-7, 0.5, 599.0, 700.0]])
@@ -317,6 +317,40 @@ def test_bulk_hdr_recording_matches_one_call_per_value() -> None:
     for v in seconds.tolist():
         one.record_value(max(1, min(int(v * 1e6), HDR_MAX_US)))
     assert bulk.get_total_count() == one.get_total_count() == len(seconds)
+    # The numpy path is taken (not the per-value fallback) and fills exactly the same counts.
+    assert _counts_view(bulk) is not None
+    assert list(bulk.counts) == list(one.counts)
+    assert (bulk.get_min_value(), bulk.get_max_value()) == (one.get_min_value(), one.get_max_value())
     for q in (1, 10, 50, 90, 99, 99.9, 99.99, 100):
         assert bulk.get_value_at_percentile(q) == one.get_value_at_percentile(q), q
-    assert bulk.get_min_value() <= one.get_min_value()
+
+
+def test_gmail_payloads_are_well_formed_requests_with_the_models_shapes() -> None:
+    import base64
+
+    import numpy as np
+
+    from loadsim.drivers.templates import GmailPayloads, Wire
+
+    wire = Wire("http://127.0.0.1:9480/base/", "tok")
+    payloads = GmailPayloads(wire, 50, np.random.default_rng(5), np.random.default_rng(6))
+    batch = payloads.draw(4000)
+    recipients, html = [], []
+    for i in range(4000):
+        head, body = payloads.build(batch, i).split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        assert lines[0].startswith("POST /base/gmail/v1/users/user")
+        assert lines[0].endswith("@example.com/messages/send HTTP/1.1")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        assert headers["Host"] == "127.0.0.1:9480"
+        assert headers["Authorization"] == "Bearer tok"
+        assert int(headers["Content-Length"]) == len(body)
+        raw = json.loads(body)["raw"]
+        mime = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        to = mime.split("\r\n", 1)[0].removeprefix("To: ").split(", ")
+        recipients.append(len(to))
+        html.append(len(mime.split("\r\n\r\n", 1)[1]))
+    # 1 + Poisson(0.6) recipients: mean 1.6 (sd of the mean 0.012); HTML log-normal median 1,500 bytes.
+    assert abs(np.mean(recipients) - 1.6) < 0.05
+    assert 1400 < np.median(html) < 1600
+    assert min(html) >= 50

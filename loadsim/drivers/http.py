@@ -194,21 +194,47 @@ class HttpMetrics(Collector):
 
 
 def record_bulk(h: HdrHistogram, seconds: FloatArray) -> None:
-    """Record many latencies (seconds) into an HDR histogram of microseconds, one call per distinct value.
+    """Record many latencies (seconds) into an HDR histogram of microseconds at once.
 
-    Values are first rounded down to a grid no coarser than the histogram's own
-    resolution at that magnitude (3 significant digits: sub-buckets of 2,048, so a
-    grid of 1/4,096 of the value's power of two), so each lands in the bucket it
-    would have alone, and the per-value Python call is paid per distinct bucket.
+    ``record_value`` is a Python call per value (about 1 us): 3 histograms at
+    40,000 requests/s took 10% of the driver's core and stalled the loop once per
+    window long enough to fill ``max_in_flight``. Here the counts-array index of
+    every value is computed in numpy with HdrHistogram's own formula
+    (``_get_bucket_index`` / ``_counts_index``) and added to the histogram's
+    counts in one ``bincount``. tests/test_http_driver.py checks the result
+    against one ``record_value`` per value; should the library's layout ever
+    differ from what this expects, values go through ``record_value`` instead.
     """
     if len(seconds) == 0:
         return
     us = np.clip((seconds * 1e6).astype(np.int64), 1, HDR_MAX_US)
-    shift = np.maximum(np.floor(np.log2(us)).astype(np.int64) - 11, 0)
-    us = (us >> shift) << shift
-    values, counts = np.unique(us, return_counts=True)
-    for v, c in zip(values.tolist(), counts.tolist(), strict=True):
-        h.record_value(v, c)
+    counts = _counts_view(h)
+    if counts is None:
+        values, n = np.unique(us, return_counts=True)
+        for v, c in zip(values.tolist(), n.tolist(), strict=True):
+            h.record_value(v, c)
+        return
+    # bit_length(v | mask) via frexp (exact below 2**53): the smallest power of 2 containing v.
+    pow2ceiling = np.frexp((us | h.sub_bucket_mask).astype(np.float64))[1].astype(np.int64)
+    bucket = pow2ceiling - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = us >> (bucket + h.unit_magnitude)
+    index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + (sub_bucket - h.sub_bucket_half_count)
+    counts += np.bincount(index, minlength=len(counts))[: len(counts)].astype(counts.dtype)
+    h.total_count += len(us)
+    h.min_value = min(h.min_value, int(us.min()))
+    h.max_value = max(h.max_value, int(us.max()))
+
+
+def _counts_view(h: HdrHistogram) -> NDArray[np.uint64] | None:
+    """The histogram's counts as a writable numpy view, or None if its layout is not the expected one."""
+    raw = getattr(h, "counts", None)
+    try:
+        view = np.ctypeslib.as_array(raw)
+    except (TypeError, ValueError):
+        return None
+    if view.dtype != np.uint64 or view.ndim != 1 or len(view) != h.counts_len:
+        return None
+    return view
 
 
 @dataclass

@@ -26,6 +26,7 @@ only its path, its length and its body.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import uuid
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from numpy.typing import NDArray
 
 from loadsim import __version__
 from loadsim.model.params import ModelParams
@@ -157,6 +157,8 @@ class Wire:
 
 
 _FILL = b"x" * 200_000
+_ADDRESSES = [f"user{t}@example.com" for t in range(10_000)]
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 @dataclass(slots=True)
@@ -164,7 +166,7 @@ class GmailBatch:
     """One window's message shapes for the Gmail template, drawn together."""
 
     users: list[int]
-    recipients: NDArray[np.int64]
+    recipients: list[int]
     """Offsets into ``to``: request i sends to ``to[recipients[i]:recipients[i + 1]]``."""
     to: list[int]
     subjects: list[int]
@@ -195,7 +197,7 @@ class GmailPayloads:
         html = np.clip(rng.lognormal(np.log(1500), 0.8, n), 50, 200_000).astype(np.int64)
         return GmailBatch(
             users=self.user_rng.integers(0, self.users, n).tolist(),
-            recipients=offsets,
+            recipients=offsets.tolist(),
             to=rng.integers(0, 10_000, int(offsets[-1])).tolist(),
             subjects=rng.integers(0, 1_000_000, n).tolist(),
             html=html.tolist(),
@@ -203,8 +205,8 @@ class GmailPayloads:
 
     def build(self, batch: GmailBatch, i: int) -> bytes:
         """Request ``i`` of ``batch`` as bytes."""
-        r0, r1 = int(batch.recipients[i]), int(batch.recipients[i + 1])
-        to = ", ".join([f"user{t}@example.com" for t in batch.to[r0:r1]])
+        r0, r1 = batch.recipients[i], batch.recipients[i + 1]
+        to = ", ".join([_ADDRESSES[t] for t in batch.to[r0:r1]])
         html = batch.html[i]
         mime = (
             (
@@ -213,5 +215,6 @@ class GmailPayloads:
             + _FILL[: max(html - 7, 0)]
             + b"</p>"
         )
-        body = b'{"raw":"' + base64.urlsafe_b64encode(mime).rstrip(b"=") + b'"}'
-        return self._heads[batch.users[i]] + str(len(body)).encode() + b"\r\n\r\n" + body
+        raw = binascii.b2a_base64(mime, newline=False).translate(_URLSAFE).rstrip(b"=")
+        # Body: {"raw":"..."}, 10 bytes around the base64url text.
+        return b"".join((self._heads[batch.users[i]], str(len(raw) + 10).encode(), b'\r\n\r\n{"raw":"', raw, b'"}'))
