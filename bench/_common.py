@@ -1,4 +1,4 @@
-"""Helpers shared by rate_accuracy, time_compression and suite (sim_throughput and soak_memory keep their own).
+"""Helpers shared by the benchmarks (soak_memory needs none of them).
 
 Nothing here runs anything on import: pinning, the environment block every
 report carries, where reports go by default, a watchdog, and small formatting.
@@ -86,14 +86,18 @@ def cancel_watchdog() -> None:
     faulthandler.cancel_dump_traceback_later()
 
 
-def environment(cpu: int | str | None, **extra: Any) -> dict[str, Any]:
-    """Enough about the machine and the code to compare two reports honestly."""
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (what ``platform`` says elsewhere)."""
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return model
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit checked out, and whether ``loadsim/`` has uncommitted changes (None, None outside git)."""
     commit, dirty = None, None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
@@ -109,9 +113,15 @@ def environment(cpu: int | str | None, **extra: Any) -> dict[str, Any]:
                 check=True,
             ).stdout.strip()
         )
+    return commit, dirty
+
+
+def environment(cpu: int | str | None, **extra: Any) -> dict[str, Any]:
+    """Enough about the machine and the code to compare two reports honestly."""
+    commit, dirty = git_state()
     return {
         "cpu": cpu,
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpus_online": os.cpu_count(),
         "python": sys.version.split()[0],
         "numpy": version("numpy"),

@@ -5,7 +5,7 @@ one worker pinned to CPU 0, ``return 200 '{"id":"x"}'`` for any POST, keep-alive
 on, no access log), each generator alone on CPU 1, one at a time:
 
 * **loadsim**: ``loadsim run --driver http`` (the gmail template, even arrivals)
-  offered far more than it can do (``--overload-rate``, 30000/s), with
+  offered far more than it can do (``--overload-rate``, 120000/s), with
   ``--max-in-flight 512`` and ``--connections 64``; the figure is finished
   requests over run seconds from its ``--summary-json`` (arrivals beyond the
   in-flight cap are dropped and counted, as the driver does).
@@ -22,6 +22,33 @@ Then each generator's **achieved** rate at a fixed target (``--paced-rate``,
 token schedule (worker i sends at i/R, i/R + N/R, ...; asyncio.sleep until each);
 Locust with ``constant_throughput(R / users)``. Reported as achieved / target.
 
+Then whether loadsim **holds 90% of its own maximum** as a fixed target (the
+issue's second HTTP target): after the other rounds, ``--repeats`` more loadsim
+runs of ``--paced-seconds`` each at ``--rate`` = 0.9 x the median of *this* bench
+run's loadsim maximum runs (rounded to a whole req/s), the same flags as above
+(even arrivals, ``--max-in-flight``, ``--connections``). From each run's summary:
+finished / run seconds and started / run seconds over the target, dropped arrivals
+(count and share of those scheduled), latency from the intended start p50/p99,
+start lateness p99 and errors. A run **holds without collapse** when all three of:
+
+* finished / run seconds >= 0.97 x the target: it completed the work, not only
+  started it;
+* dropped <= 1% of scheduled: the in-flight cap (``--max-in-flight``) was not hit
+  for more than moments;
+* latency from the intended start p99 < 1 s.
+
+Why these: the driver is an open model with a bounded in-flight count, so when it
+cannot keep up it does not slow the schedule down (which would hide the shortfall);
+it starts arrivals late, and once the backlog reaches the cap it drops them. A
+collapsed run therefore shows drops, and a latency from the intended start that
+grows with the run (a shortfall of 10% over a 10 s run leaves the last arrivals about
+1 s late). That latency is free of coordinated omission: it counts the wait for a
+late start as well as the response, so a p99 that stays bounded below 1 s (under a
+millisecond at 1000/s here; tens to a few hundred milliseconds near the ceiling,
+where requests wait for one of the connections, but not growing with the run) means
+the driver kept up all through, stalls included. The figure holds when every hold
+run holds; ``--check`` fails (exit 2) when it does not.
+
 Naive and Locust post one fixed body: a gmail ``{"raw": ...}`` body that
 loadsim's own sampler drew, the one closest to the mean size of 4096 draws, to the
 same 50 user paths in turn; loadsim draws a fresh body for every request.
@@ -34,8 +61,8 @@ near 100% and nginx well below it means the figure is the generator's ceiling.
 
 Usage, from the repository root::
 
-    .venv/bin/python -m bench.http_throughput            # about 4-5 minutes
-    .venv/bin/python -m bench.http_throughput --quick    # about 1 minute
+    .venv/bin/python -m bench.http_throughput            # about 5-6 minutes
+    .venv/bin/python -m bench.http_throughput --quick    # about 1-1.5 minutes
     .venv/bin/python -m bench.http_throughput --repeats 5 --json results.json --check
 
 Setup on demand: nginx through apt-get (as root; its service is kept from
@@ -70,13 +97,15 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-BENCH_DIR = Path(tempfile.gettempdir()) / "loadsim-bench"
-DEFAULT_JSON = BENCH_DIR / "http_throughput.json"
+if __package__ in {None, ""}:  # run as a file: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import BENCH_DIR, REPO, cancel_watchdog, cpu_model, default_json, git_state, version, watchdog
+
+DEFAULT_JSON = default_json("http_throughput")
 """Outside the repository, so a benchmark run never leaves files for git to see."""
 DEFAULT_LOCUST_VENV = BENCH_DIR / "locust-venv"
 TARGET_RATIO = 2.5
@@ -94,6 +123,14 @@ RUN_MARGIN = 40.0
 """Seconds a run may take beyond its duration (start-up, drain, Locust's shutdown) before it is killed."""
 ERROR_SHARE_MAX = 0.01
 """A run with more non-2xx or failed requests than this share is not a fair throughput figure."""
+HOLD_FRACTION = 0.9
+"""The project's target: loadsim holds this share of its own maximum rate as a fixed target ..."""
+HOLD_MIN_FINISHED = 0.97
+"""... without collapse: finished / run seconds at least this share of the target, ..."""
+HOLD_MAX_DROPPED_SHARE = 0.01
+"""... at most this share of the scheduled arrivals dropped at the in-flight cap, ..."""
+HOLD_MAX_INTENDED_P99 = 1.0
+"""... and latency from the intended start p99 below this (seconds): see the module docstring."""
 GENERATORS = ("loadsim", "naive", "locust")
 NGINX_CONF = """\
 worker_processes 1;
@@ -548,9 +585,9 @@ class Run:
 
     generator: str
     mode: str
-    """``max`` (as fast as it goes) or ``paced`` (a fixed target rate)."""
+    """``max`` (as fast as it goes), ``paced`` (a fixed target rate) or ``hold`` (90% of loadsim's max)."""
     target_rate: float | None
-    """The paced runs' target (req/s); None at max."""
+    """The paced and hold runs' target (req/s); None at max."""
     seconds: float
     """What ``completed`` is divided by (see each generator)."""
     completed: int = 0
@@ -579,15 +616,15 @@ class Run:
 
     @property
     def value(self) -> float:
-        """Requests/s at max; achieved / target when paced."""
-        if self.mode == "paced" and self.target_rate:
+        """Requests/s at max; achieved (completed / seconds) over the target when paced or held."""
+        if self.mode != "max" and self.target_rate:
             return self.rate / self.target_rate
         return self.rate
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["rate_per_s"] = self.rate
-        if self.mode == "paced":
+        if self.mode != "max":
             d["achieved_over_target"] = self.value
         return d
 
@@ -622,7 +659,7 @@ class Figure:
         return statistics.median(values) if values else None
 
     def to_dict(self) -> dict[str, Any]:
-        unit = "achieved_over_target" if self.mode == "paced" else "requests_per_s"
+        unit = "requests_per_s" if self.mode == "max" else "achieved_over_target"
         return {
             "label": self.label,
             f"{unit}_median": self.median,
@@ -631,6 +668,120 @@ class Figure:
             "rate_per_s_median": self.med("rate"),
             "runs": [r.to_dict() for r in self.runs],
         }
+
+
+def _q(quantiles: Any, key: str) -> float | None:
+    """One quantile of a summary's latency block (seconds), None when missing (no request finished)."""
+    v = quantiles.get(key) if isinstance(quantiles, dict) else None
+    return float(v) if isinstance(v, int | float) else None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldCheck:
+    """What one hold run of loadsim did against its fixed target, and whether it held without collapse."""
+
+    target_rate_per_s: float
+    finished_over_target: float
+    """Finished requests / run seconds, over the target: the criterion's rate."""
+    started_over_target: float
+    """The summary's ``achieved_rate_per_s`` (started / run seconds) over the target."""
+    scheduled: int
+    dropped: int
+    dropped_share: float
+    """Dropped arrivals over those scheduled."""
+    intended_p50: float | None
+    intended_p99: float | None
+    """Latency from the intended start (seconds): free of coordinated omission."""
+    lateness_p99: float | None
+    """How late the arrivals started (seconds)."""
+    errors: int
+    problems: tuple[str, ...]
+    """Why the run did not hold; empty when it did."""
+
+    @property
+    def holds(self) -> bool:
+        return not self.problems
+
+    @classmethod
+    def of(cls, run: Run) -> HoldCheck:
+        """Read one hold run's summary (kept in ``run.detail``) and judge it by the criterion."""
+        target = float(run.detail.get("target_rate_per_s") or run.target_rate or 0.0)
+        requests = run.detail.get("requests") or {}
+        scheduled, dropped = int(requests.get("scheduled", 0)), int(requests.get("dropped", 0))
+        started_rate = run.detail.get("achieved_rate_per_s") or 0.0
+        finished = run.rate / target if target else 0.0
+        share = dropped / scheduled if scheduled else 0.0
+        intended = run.detail.get("latency_from_intended_seconds")
+        p99 = _q(intended, "p99")
+        problems = []
+        if run.failed:
+            problems.append(f"the run failed: {run.failed}")
+        else:
+            if finished < HOLD_MIN_FINISHED:
+                problems.append(f"finished {finished:.3f} of the target, not >= {HOLD_MIN_FINISHED:g}")
+            if not scheduled or share > HOLD_MAX_DROPPED_SHARE:
+                problems.append(
+                    f"dropped {dropped:,} of {scheduled:,} scheduled, more than {HOLD_MAX_DROPPED_SHARE:.0%}"
+                )
+            if p99 is None or p99 >= HOLD_MAX_INTENDED_P99:
+                shown = "missing" if p99 is None else f"{p99:.3f} s"
+                problems.append(f"latency from intended p99 {shown}, not < {HOLD_MAX_INTENDED_P99:g} s")
+        return cls(
+            target_rate_per_s=target,
+            finished_over_target=finished,
+            started_over_target=started_rate / target if target else 0.0,
+            scheduled=scheduled,
+            dropped=dropped,
+            dropped_share=share,
+            intended_p50=_q(intended, "p50"),
+            intended_p99=p99,
+            lateness_p99=_q(run.detail.get("start_lateness_seconds"), "p99"),
+            errors=run.errors,
+            problems=tuple(problems),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "problems": list(self.problems), "holds": self.holds}
+
+
+def hold_summary(figure: Figure, max_median: float | None, rate: float | None) -> dict[str, Any]:
+    """The hold figure for the report: medians over its runs, and whether every run held."""
+    checks = [HoldCheck.of(r) for r in figure.runs]
+    good = [c for c, r in zip(checks, figure.runs, strict=True) if not r.failed]
+
+    def med(attr: str) -> float | None:
+        values = [getattr(c, attr) for c in good if getattr(c, attr) is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "label": figure.label,
+        "fraction_of_max": HOLD_FRACTION,
+        "loadsim_max_median_per_s": max_median,
+        "target_rate_per_s": rate,
+        "criterion": {
+            "min_finished_over_target": HOLD_MIN_FINISHED,
+            "max_dropped_share": HOLD_MAX_DROPPED_SHARE,
+            "max_latency_from_intended_p99_s": HOLD_MAX_INTENDED_P99,
+            "every_run": True,
+        },
+        "finished_over_target_median": med("finished_over_target"),
+        "finished_over_target_min": min((c.finished_over_target for c in good), default=None),
+        "finished_over_target_max": max((c.finished_over_target for c in good), default=None),
+        "started_over_target_median": med("started_over_target"),
+        "dropped_median": med("dropped"),
+        "dropped_share_median": med("dropped_share"),
+        "dropped_share_max": max((c.dropped_share for c in good), default=None),
+        "latency_from_intended_p50_s_median": med("intended_p50"),
+        "latency_from_intended_p99_s_median": med("intended_p99"),
+        "latency_from_intended_p99_s_max": max((c.intended_p99 for c in good if c.intended_p99), default=None),
+        "start_lateness_p99_s_median": med("lateness_p99"),
+        "errors": sum(c.errors for c in good),
+        "runs": len(checks),
+        "runs_held": sum(c.holds for c in checks),
+        "holds": all(c.holds for c in checks) if checks else None,
+        "problems": [f"run {i + 1}: {p}" for i, c in enumerate(checks) for p in c.problems],
+        "checks": [c.to_dict() for c in checks],
+    }
 
 
 @dataclass(slots=True)
@@ -687,12 +838,16 @@ class Bench:
         s = json.loads(out.read_text())
         finished = int(s["requests"]["finished"])
         ok = int(s["by_result"].get("2xx", 0))
+        # Requests still out when the grace ran out are "abandoned" (not finished): errors too.
+        counted = sum(int(v) for v in s["by_result"].values())
         actual = s.get("latency_from_actual_seconds", {})
         return Run.of(
-            "loadsim", mode, rate, float(s["run_seconds"]), sup, completed=finished, errors=finished - ok,
+            "loadsim", mode, rate, float(s["run_seconds"]), sup, completed=finished, errors=counted - ok,
             p50=actual.get("p50"), p99=actual.get("p99"), dropped=int(s["requests"]["dropped"]),
             detail={
                 "offered_rate_per_s": offered,
+                "achieved_rate_per_s": s.get("achieved_rate_per_s"),
+                "target_rate_per_s": s.get("target_rate_per_s"),
                 "requests": s["requests"],
                 "by_result": s["by_result"],
                 "latency_from_intended_seconds": s.get("latency_from_intended_seconds"),
@@ -778,42 +933,22 @@ class Bench:
 # -- reporting -----------------------------------------------------------------------------------
 
 
-def pkg_version(dist: str) -> str | None:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
 def environment(server: Server, args: argparse.Namespace, locust: dict[str, str]) -> dict[str, Any]:
     """Enough about the machine and code to compare two reports honestly."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    commit, dirty = None, None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = ["git", "-C", str(REPO)]
-        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
-        status = subprocess.run(
-            [*git, "status", "--porcelain", "loadsim"], capture_output=True, text=True, timeout=5, check=True
-        )
-        commit, dirty = head.stdout.strip(), bool(status.stdout.strip())
+    commit, dirty = git_state()
     return {
         "server_cpu": args.server_cpu,
         "generator_cpu": args.gen_cpu,
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpus_online": os.cpu_count(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "nginx": server.version,
-        "aiohttp": pkg_version("aiohttp"),
-        "uvloop": pkg_version("uvloop"),
-        "hdrhistogram": pkg_version("hdrhistogram"),
-        "prometheus_client": pkg_version("prometheus-client"),
-        "numpy": pkg_version("numpy"),
+        "aiohttp": version("aiohttp"),
+        "uvloop": version("uvloop"),
+        "hdrhistogram": version("hdrhistogram"),
+        "prometheus_client": version("prometheus-client"),
+        "numpy": version("numpy"),
         "locust": locust.get("locust"),
         "gevent": locust.get("gevent"),
         "geventhttpclient": locust.get("geventhttpclient"),
@@ -838,7 +973,7 @@ def _x(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.2f}x"
 
 
-def print_table(report: dict[str, Any], maxed: dict[str, Figure], paced: dict[str, Figure]) -> None:
+def print_table(report: dict[str, Any], maxed: dict[str, Figure], paced: dict[str, Figure], hold: Figure) -> None:
     env, cfg = report["environment"], report["config"]
     print()
     print(
@@ -888,6 +1023,8 @@ def print_table(report: dict[str, Any], maxed: dict[str, Figure], paced: dict[st
             f"{'FAILED: ' + failed[0] if failed else ''}"
         )
     print()
+    print_hold(report["hold"], hold, cfg["paced_seconds"])
+    print()
     ratios, targets = report["ratios"], report["targets"]
     met = {True: "met", False: "NOT met", None: "unknown"}[targets["met_ratio"]]
     print(
@@ -897,14 +1034,63 @@ def print_table(report: dict[str, Any], maxed: dict[str, Figure], paced: dict[st
     worst = _x(ratios["loadsim_over_naive_worst"])
     print(f"loadsim / naive    {_x(ratios['loadsim_over_naive'])}  (worst pairing {worst})")
     print(f"Locust / naive     {_x(ratios['locust_over_naive'])}")
+    held = report["hold"]
+    verdict = {True: "met", False: "NOT met", None: "unknown"}[targets["met_hold"]]
+    print(
+        f"loadsim at {HOLD_FRACTION:.0%}     held in {held['runs_held']} of {held['runs']} runs  (target: every run "
+        f"finishes >= {HOLD_MIN_FINISHED:g}x, drops <= {HOLD_MAX_DROPPED_SHARE:.0%}, intended p99 < "
+        f"{HOLD_MAX_INTENDED_P99:g} s: {verdict})"
+    )
     for w in report["warnings"]:
         print(f"warning: {w}")
 
 
-def collect_warnings(maxed: dict[str, Figure], paced: dict[str, Figure]) -> list[str]:
+def print_hold(held: dict[str, Any], hold: Figure, seconds: int) -> None:
+    """The hold row: loadsim at 90% of its own median maximum, judged by the criterion."""
+    rate = held["target_rate_per_s"]
+    target = "n/a" if rate is None else f"{rate:,.0f}/s"
+    head = f"{'at ' + format(HOLD_FRACTION, '.0%') + ' of its max (' + target + '), ' + str(seconds) + ' s':<44}"
+    cols = f"{'finished':>8}   {'min .. max':<17} {'started':>7} {'dropped':>8} {'drop %':>6} {'errors':>6}"
+    cols += f" {'gen cpu':>7} {'others':>6} {'intended p50/p99 ms':>19} {'late p99 ms':>11}  holds"
+    print(f"{head} {cols}")
+    fin = held["finished_over_target_median"]
+    low, high = held["finished_over_target_min"], held["finished_over_target_max"]
+    spread = "n/a" if fin is None or low is None or high is None else f"{low:.3f} .. {high:.3f}"
+    started, share = held["started_over_target_median"], held["dropped_share_median"]
+    lat = f"{_ms(held['latency_from_intended_p50_s_median'])}/{_ms(held['latency_from_intended_p99_s_median'])}"
+    verdict = {True: "yes", False: "NO", None: "n/a"}[held["holds"]]
+    print(
+        f"{held['label']:<44} {'n/a' if fin is None else format(fin, '.3f'):>8}   {spread:<17} "
+        f"{'n/a' if started is None else format(started, '.3f'):>7} {_k(held['dropped_median']):>8} "
+        f"{'n/a' if share is None else format(share, '.2%'):>6} {held['errors']:>6} {_pct(hold.med('gen_cpu')):>7} "
+        f"{_pct(hold.med('others_cpu')):>6} {lat:>19} {_ms(held['start_lateness_p99_s_median']):>11}  "
+        f"{verdict} ({held['runs_held']} of {held['runs']} runs)"
+    )
+    for problem in held["problems"]:
+        print(f"  not held, {problem}")
+
+
+def hold_warnings(maxed: Figure, hold: Figure) -> list[str]:
+    """A loadsim max run that kept up with what it was offered (so the hold's 90% is of a floor, not of a
+    ceiling), and a hold run that missed while a noisy neighbour took a tenth of its core or more."""
+    warnings = [
+        f"loadsim max run {i + 1}: it finished {r.rate:,.0f}/s of the {offered:,.0f}/s offered, so the figure is "
+        "what was offered, not its ceiling (and the hold is 90% of it): raise --overload-rate"
+        for i, r in enumerate(maxed.runs)
+        if not r.failed and (offered := float(r.detail.get("offered_rate_per_s") or 0.0)) and r.rate >= 0.97 * offered
+    ]
+    warnings += [
+        f"loadsim hold run {i + 1}: other processes took {r.others_cpu:.0%} of its core (the miss may be theirs)"
+        for i, r in enumerate(hold.runs)
+        if not r.failed and not HoldCheck.of(r).holds and r.others_cpu is not None and r.others_cpu >= 0.1
+    ]
+    return warnings
+
+
+def collect_warnings(maxed: dict[str, Figure], paced: dict[str, Figure], hold: Figure) -> list[str]:
     """Whatever makes a figure less than a clean measure of a generator's ceiling."""
-    warnings: list[str] = []
-    for f in (*maxed.values(), *paced.values()):
+    warnings = hold_warnings(maxed["loadsim"], hold)
+    for f in (*maxed.values(), *paced.values(), hold):
         for r in f.runs:
             if r.failed:
                 warnings.append(f"{f.generator} {f.mode}: {r.failed}")
@@ -939,7 +1125,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seconds", type=int, default=None, help="length of each maximum run (default 15, quick 8)")
     p.add_argument("--paced-seconds", type=int, default=None, help="length of each paced run (default 10, quick 5)")
     p.add_argument("--paced-rate", type=float, default=1000.0, help="the fixed target of the paced runs (req/s)")
-    p.add_argument("--overload-rate", type=float, default=30000.0, help="rate offered to loadsim at its maximum")
+    p.add_argument(
+        "--overload-rate", type=float, default=120_000.0, help="rate offered to loadsim at its maximum (req/s)"
+    )
     p.add_argument("--concurrency", type=int, default=64, help="naive coroutines, Locust users, loadsim connections")
     p.add_argument("--max-in-flight", type=int, default=512, help="loadsim's --max-in-flight")
     p.add_argument("--server-cpu", type=int, default=0, help="CPU for nginx (default 0)")
@@ -950,7 +1138,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--json", type=Path, default=DEFAULT_JSON, help=f"where to write the report (default {DEFAULT_JSON})"
     )
-    p.add_argument("--check", action="store_true", help=f"exit 2 when loadsim / Locust is below {TARGET_RATIO:g}x")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"exit 2 when loadsim / Locust is below {TARGET_RATIO:g}x or loadsim does not hold "
+        f"{HOLD_FRACTION * 100:g}%% of its maximum",
+    )
     args = p.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     args.repeats = args.repeats or sizes.repeats
@@ -973,7 +1166,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def budget_seconds(args: argparse.Namespace) -> float:
     """The watchdog's budget: every run's own timeout, plus slack."""
+    # A round: each generator's max and paced runs, then (after all rounds) one loadsim hold run per round.
     per_round = len(GENERATORS) * (args.seconds + args.paced_seconds + 2 * RUN_MARGIN)
+    per_round += args.paced_seconds + RUN_MARGIN
     warm = len(GENERATORS) * (args.warmup_seconds + RUN_MARGIN)
     return args.repeats * per_round + warm + 120.0
 
@@ -1010,6 +1205,24 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def run_holds(bench: Bench, args: argparse.Namespace, maxed: Figure) -> tuple[Figure, float | None]:
+    """``--repeats`` loadsim runs at 90% of its median maximum in this bench run; none without a maximum."""
+    hold = Figure("loadsim", "hold", f"loadsim held at {HOLD_FRACTION:.0%} of its max")
+    if maxed.median is None or round(HOLD_FRACTION * maxed.median) < 1:
+        return hold, None
+    rate = float(round(HOLD_FRACTION * maxed.median))
+    for i in range(args.repeats):
+        r = bench.run("loadsim", "hold", args.paced_seconds, rate)
+        hold.runs.append(r)
+        check = HoldCheck.of(r)
+        verdict = "holds" if check.holds else "does NOT hold: " + "; ".join(check.problems)
+        print(
+            f"  hold  {i + 1}/{args.repeats} {rate:,.0f}/s loadsim {r.rate:>9,.0f} req/s  {verdict}",
+            flush=True,
+        )
+    return hold, rate
+
+
 def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> int:
     """Set up, run every figure interleaved, report."""
     setup_log = workdir / "setup.log"
@@ -1023,7 +1236,7 @@ def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> in
         print(locust_problem, file=sys.stderr)
     # Setup done (installs have their own timeouts): from here on, the watchdog bounds everything.
     signal.alarm(int(budget_seconds(args)))
-    faulthandler.dump_traceback_later(budget_seconds(args) + 60.0, exit=True)
+    watchdog(budget_seconds(args) + 60.0)
     os.sched_setaffinity(0, {args.server_cpu})  # this process stays off the generators' core
     server = start_nginx(nginx, workdir, children, args.server_cpu)
     body = representative_body()
@@ -1061,12 +1274,16 @@ def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> in
             r = bench.run(g, "paced", args.paced_seconds, args.paced_rate)
             paced[g].runs.append(r)
             print(f"  round {i + 1}/{args.repeats} paced  {g:<8} {r.rate:>9,.0f} req/s  {r.failed or ''}", flush=True)
+    hold, hold_rate = run_holds(bench, args, maxed["loadsim"])
     wall = time.perf_counter() - wall
     signal.alarm(0)
-    faulthandler.cancel_dump_traceback_later()
+    cancel_watchdog()
     children.stop(server.proc, signal.SIGQUIT)
 
-    warnings = ([locust_problem] if locust_problem else []) + collect_warnings(maxed, paced)
+    held = hold_summary(hold, maxed["loadsim"].median, hold_rate)
+    warnings = ([locust_problem] if locust_problem else []) + collect_warnings(maxed, paced, hold)
+    if hold_rate is None:
+        warnings.append("no loadsim maximum to hold 90% of: the hold runs were not made")
     lm, nm, cm = maxed["loadsim"], maxed["naive"], maxed["locust"]
     vs_locust = ratio(lm.median, cm.median)
     report = {
@@ -1096,7 +1313,9 @@ def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> in
         "figures": {
             "max": {g: f.to_dict() for g, f in maxed.items()},
             "paced": {g: f.to_dict() for g, f in paced.items()},
+            "hold": {"loadsim": hold.to_dict()},
         },
+        "hold": held,
         "warmup_runs": [r.to_dict() for r in warm],
         "ratios": {
             "loadsim_over_locust": vs_locust,
@@ -1108,17 +1327,23 @@ def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> in
         "targets": {
             "loadsim_over_locust": TARGET_RATIO,
             "met_ratio": None if vs_locust is None else vs_locust >= TARGET_RATIO,
+            "hold_fraction_of_max": HOLD_FRACTION,
+            "hold_min_finished_over_target": HOLD_MIN_FINISHED,
+            "hold_max_dropped_share": HOLD_MAX_DROPPED_SHARE,
+            "hold_max_latency_from_intended_p99_s": HOLD_MAX_INTENDED_P99,
+            "met_hold": held["holds"],
         },
         "warnings": warnings,
         "wall_seconds": round(wall, 1),
     }
-    print_table(report, maxed, paced)
+    print_table(report, maxed, paced, hold)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.json}")
-    if any(r.failed for f in (*maxed.values(), *paced.values()) for r in f.runs) or locust_problem:
+    if any(r.failed for f in (*maxed.values(), *paced.values(), hold) for r in f.runs) or locust_problem:
         return 1
-    return 2 if args.check and not report["targets"]["met_ratio"] else 0
+    targets = report["targets"]
+    return 2 if args.check and not (targets["met_ratio"] and targets["met_hold"]) else 0
 
 
 if __name__ == "__main__":

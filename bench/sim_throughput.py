@@ -39,15 +39,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import faulthandler
 import gc
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -55,10 +50,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+if __package__ in {None, ""}:  # run as a file: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import cancel_watchdog, default_json, environment, pin, watchdog
 from loadsim.arrivals import Arrivals
 from loadsim.engine.clock import VirtualClock
 from loadsim.engine.loop import Engine
@@ -73,8 +71,7 @@ from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_JSON = Path(tempfile.gettempdir()) / "loadsim-bench" / "sim_throughput.json"
+DEFAULT_JSON = default_json("sim_throughput")
 """Outside the repository, so a benchmark run never leaves files for git to see."""
 TICK = "0.5s"
 """Virtual window: 1M sends per window at 2M/s, large enough that per-window overhead is amortised."""
@@ -475,18 +472,6 @@ def run_per_event(workload: Workload, n: int, cap: float) -> tuple[Run, bool]:
 # -- running -------------------------------------------------------------------------------------
 
 
-def pin(cpu: int | None) -> int | None:
-    """Pin this process to one CPU (the last allowed one by default); None where unsupported."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    allowed = sorted(os.sched_getaffinity(0))
-    chosen = allowed[-1] if cpu is None else cpu
-    if chosen not in allowed:
-        raise SystemExit(f"--cpu: must be one of {allowed}, got {cpu}")
-    os.sched_setaffinity(0, {chosen})
-    return chosen
-
-
 @contextlib.contextmanager
 def event_loop() -> Iterator[tuple[Callable[[Coroutine[Any, Any, Any]], Any], str]]:
     """The loop ``loadsim run`` uses: uvloop when installed, else asyncio's default."""
@@ -498,51 +483,6 @@ def event_loop() -> Iterator[tuple[Callable[[Coroutine[Any, Any, Any]], Any], st
         factory, name = uvloop.new_event_loop, "uvloop"
     with asyncio.Runner(loop_factory=factory) as runner:
         yield runner.run, name
-
-
-def environment(cpu: int | None, loop: str) -> dict[str, Any]:
-    """Enough about the machine and code to compare two reports honestly."""
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    commit, dirty = None, None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "loadsim"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=True,
-            ).stdout.strip()
-        )
-    return {
-        "cpu": cpu,
-        "cpu_model": model,
-        "cpus_online": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "prometheus_client": _version("prometheus_client", prometheus_client),
-        "event_loop": loop,
-        "git_commit": commit,
-        "loadsim_dirty": dirty,
-    }
-
-
-def _version(dist: str, module: object) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return str(getattr(module, "__version__", "unknown"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -574,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     per_event_sends = args.per_event_sends or sizes.per_event_sends
     budget = args.budget or sizes.budget
     # Hard stop: soft caps bound every run; this catches a hang anywhere else.
-    faulthandler.dump_traceback_later(budget + 60.0, exit=True)
+    watchdog(budget + 60.0)
     cpu = pin(args.cpu)
     caps = {k: budget * share / args.repeats for k, share in BUDGET_SHARES.items()}
 
@@ -609,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     meets_rate, meets_ratio = engine.median >= TARGET_RATE, vs_per_event >= TARGET_RATIO
     report = {
         "benchmark": "sim_throughput",
-        "environment": environment(cpu, loop_name),
+        "environment": environment(cpu, event_loop=loop_name),
         "config": {
             "quick": args.quick,
             "repeats": args.repeats,
@@ -641,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.json}")
-    faulthandler.cancel_dump_traceback_later()
+    cancel_watchdog()
     if not sane:
         return 1
     return 2 if args.check and not (meets_rate and meets_ratio) else 0
