@@ -8,6 +8,7 @@ close), when the connection closes and what happens when nothing answers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -224,6 +225,40 @@ async def _test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest() -
     assert pool.outstanding == 0
 
 
+async def _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout() -> None:
+    import socket
+
+    # A listener that never accepts, its backlog filled: the kernel drops further SYNs, so a
+    # connect hangs (as to a black-holed host) instead of failing.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        f = socket.socket()
+        f.setblocking(False)  # noqa: FBT003
+        with contextlib.suppress(BlockingIOError):
+            f.connect(("127.0.0.1", port))
+        fillers.append(f)
+    await asyncio.sleep(0.05)
+    done: list[int] = []
+    pool = wire.Pool("127.0.0.1", port, lambda _ex, st: done.append(st), limit=1, timeout=0.3)
+    pool.start()
+    try:
+        pool.submit(wire.Exchange(REQUEST, time.perf_counter()))
+        await asyncio.sleep(0.1)
+        assert pool.opening == 1
+        await asyncio.sleep(0.5)
+        assert done == [wire.TIMEOUT]
+        assert pool.opening == 0
+    finally:
+        await pool.aclose()
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
@@ -270,3 +305,7 @@ def test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest(
     run: Callable[[Callable[[], Awaitable[None]]], None],
 ) -> None:
     run(_test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest)
+
+
+def test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout(run: Run) -> None:
+    run(_test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout)

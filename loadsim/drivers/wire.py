@@ -70,14 +70,13 @@ Done = Callable[[Exchange, int], None]
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; ``httptools`` calls the ``on_*`` methods while it parses."""
 
-    __slots__ = ("closed", "current", "parser", "pool", "status", "submitted", "transport")
+    __slots__ = ("closed", "current", "parser", "pool", "status", "transport")
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.current: Exchange | None = None
-        self.submitted = 0.0
         self.status = 0
         self.closed = False
 
@@ -128,10 +127,9 @@ class _Connection(asyncio.Protocol):
             self.pool.idle_again(self)
 
     # -- used by the pool ------------------------------------------------------------------------
-    def send(self, ex: Exchange, now: float) -> None:
+    def send(self, ex: Exchange) -> None:
         assert self.transport is not None
         self.current = ex
-        self.submitted = now
         self.transport.write(ex.payload)
 
     def _fail(self, status: int) -> None:
@@ -197,7 +195,7 @@ class Pool:
         if self.idle:
             conn = self.idle.pop()
             self.busy.add(conn)
-            conn.send(ex, now)
+            conn.send(ex)
             return
         self.waiting.append(ex)
         if self._room():
@@ -217,20 +215,25 @@ class Pool:
         assert self._loop is not None
         conn = _Connection(self)
         try:
-            await self._loop.create_connection(
-                lambda: conn,
-                self.host,
-                self.port,
-                ssl=self.ssl_context,
-                server_hostname=self.host if self.ssl_context else None,
+            # Bounded like the exchanges: a black-holed target must not hold an opening slot for the
+            # kernel's whole SYN retry time (about two minutes).
+            await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: conn,
+                    self.host,
+                    self.port,
+                    ssl=self.ssl_context,
+                    server_hostname=self.host if self.ssl_context else None,
+                ),
+                self.timeout,
             )
-        except (OSError, TimeoutError, ssl.SSLError):
+        except (OSError, ssl.SSLError) as e:  # TimeoutError is an OSError
             self.opening -= 1
             self.connect_failures += 1
             # The exchange that asked for this connection fails, as it would with any client;
             # the next waiting one makes its own attempt.
             if self.waiting:
-                self.finish(self.waiting.popleft(), CONNECTION_ERROR)
+                self.finish(self.waiting.popleft(), TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR)
             if self.waiting and not self._closing and self._room():
                 self._open()
             return
@@ -252,7 +255,7 @@ class Pool:
         self.busy.discard(conn)
         if self.waiting and not self._closing:
             self.busy.add(conn)
-            conn.send(self.waiting.popleft(), time.perf_counter())
+            conn.send(self.waiting.popleft())
         else:
             self.idle.append(conn)
 
