@@ -196,17 +196,28 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
 
 def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None:
     """The bearer token from --token-env or --token-file (never logged, never echoed)."""
+    token, where = None, ""
     if args.token_env:
-        token = os.environ.get(args.token_env)
+        token, where = os.environ.get(args.token_env), "--token-env"
         if not token:
             problems.append(Problem("--token-env", "", f"environment variable {args.token_env} is empty or unset"))
-        return token
-    if args.token_file is not None:
+            return None
+    elif args.token_file is not None:
+        where = str(args.token_file)
         try:
-            return str(args.token_file.read_text(encoding="utf-8").strip())
+            token = args.token_file.read_text(encoding="utf-8").strip()
         except OSError as e:
-            problems.append(Problem(str(args.token_file), "", f"cannot read token file: {e.strerror}"))
-    return None
+            problems.append(Problem(where, "", f"cannot read token file: {e.strerror}"))
+            return None
+    if token is not None and not _header_safe(token):
+        # It goes into an Authorization header as is: a line break would add headers of its own.
+        problems.append(Problem(where, "", "the token has control or non-ASCII characters; expected a bearer token"))
+        return None
+    return token
+
+
+def _header_safe(value: str) -> bool:
+    return value.isascii() and value.isprintable()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,7 +165,6 @@ class TestCheck:
         assert code == 0
         assert "rate below 1/s for about 1h00m: job:gmail_send_errors_rate:5m divides by clamp_min" in out
 
-
     def test_check_warns_where_absolute_thresholds_fire_on_healthy_traffic(self, capsys):
         code, _, out = run_main(capsys, "check", "--rate", "400/s", "--duration", "1h")
         assert code == 0

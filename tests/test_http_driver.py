@@ -287,7 +287,7 @@ def test_client_metrics_agree_with_the_summary(server: Server) -> None:
     plan = make_plan(name="m", arrivals="poisson", seed=3, duration="3s", schedule=[{"kind": "constant", "rate": 300}])
     plan = dataclasses.replace(plan, virtual=False)
     registry = CollectorRegistry(auto_describe=False)
-    driver = HttpDriver(plan, HttpOptions(target=server.url, max_in_flight=4), RunRandom.from_seed(3), registry)
+    driver = HttpDriver(plan, HttpOptions(target=server.url, max_in_flight=40), RunRandom.from_seed(3), registry)
     s = asyncio.run(driver.run())
     samples = scrape(registry)
     requests = s["requests"]
@@ -354,3 +354,18 @@ def test_gmail_payloads_are_well_formed_requests_with_the_models_shapes() -> Non
     assert abs(np.mean(recipients) - 1.6) < 0.05
     assert 1400 < np.median(html) < 1600
     assert min(html) >= 50
+
+
+def test_a_token_that_would_inject_headers_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_TOKEN", "abc\r\nX-Evil: 1")
+    code = main(
+        ["run", "--driver", "http", "--target", "http://127.0.0.1:9", "--rate", "1/s", "--token-env", "RELAY_TOKEN"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "loadsim: --token-env: the token has control or non-ASCII characters; expected a bearer token"
+    ]
+    assert "abc" not in err

@@ -179,6 +179,44 @@ async def _test_garbage_and_early_close_are_connection_errors() -> None:
         assert [status for status, _ in s.done] == [wire.CONNECTION_ERROR] * 3, handler.__name__
 
 
+async def _test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection() -> None:
+    async def slam(_reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        return  # Served closes the writer: accepted, then closed before any request is read
+
+    s = Served(slam, limit=3, timeout=2.0)
+    pool = await s.start()
+    try:
+        for _ in range(4):  # in waves, so connections are made while others are waiting and idle
+            s.submit(5)
+            await s.wait(len(s.done) + 5)
+            await asyncio.sleep(0.02)
+    finally:
+        await s.stop()
+    assert [status for status, _ in s.done] == [wire.CONNECTION_ERROR] * 20
+    assert pool.outstanding == 0
+    assert not pool.busy
+    assert not pool.idle
+
+
+async def _test_an_interim_answer_does_not_end_the_exchange() -> None:
+    async def early_hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await read_request(reader):
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+            await writer.drain()
+            writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    s = Served(early_hints, limit=1, keep_body=True)
+    await s.start()
+    try:
+        s.submit(3)
+        await s.wait(3)
+    finally:
+        await s.stop()
+    assert s.done == [(202, b"ok")] * 3
+    assert s.connections == 1
+
+
 async def _test_nothing_listening_fails_each_exchange_once() -> None:
     probe = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
     port = probe.sockets[0].getsockname()[1]
@@ -213,11 +251,13 @@ async def _test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest() -
         await s.wait(5)
         elapsed = time.perf_counter() - t0
         assert [status for status, _ in s.done] == [wire.TIMEOUT] * 5
-        assert 0.3 <= elapsed < 1.0
+        assert 0.3 <= elapsed < 3.0  # the sweep, not the server's 30 s silence, ended them
         # A connection whose exchange timed out is dropped, not reused (its late answer would be misread).
         s.done.clear()
         s.submit(2)
-        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 3
+        while s.connections < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
     finally:
         await s.stop()
     assert [status for status, _ in s.done] == [wire.ABANDONED] * 2
@@ -309,3 +349,11 @@ def test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest(
 
 def test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout(run: Run) -> None:
     run(_test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout)
+
+
+def test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection(run: Run) -> None:
+    run(_test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection)
+
+
+def test_an_interim_answer_does_not_end_the_exchange(run: Run) -> None:
+    run(_test_an_interim_answer_does_not_end_the_exchange)

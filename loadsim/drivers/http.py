@@ -390,10 +390,13 @@ class HttpDriver:
         return out
 
     async def _drain(self, grace: float) -> None:
-        if self._in_flight:
+        """Wait up to ``grace`` for the requests in flight, still folding measurements in every window."""
+        deadline = time.perf_counter() + grace
+        while self._in_flight and (left := deadline - time.perf_counter()) > 0:
             self._none_in_flight.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._none_in_flight.wait(), grace)
+                await asyncio.wait_for(self._none_in_flight.wait(), min(left, self.plan.engine.tick))
+            self._flush()
 
     # -- starting requests -----------------------------------------------------------------------
     def _dispatch(self) -> None:

@@ -94,6 +94,14 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(CONNECTION_ERROR)
 
+    def eof_received(self) -> bool | None:
+        # The target closed its side (an idle keep-alive timeout, say): take the connection out of
+        # the pool now, so no request is written to it between this and connection_lost.
+        if not self.closed:
+            self.closed = True
+            self.pool.lost(self)
+        return None  # let the transport close itself; connection_lost ends any exchange
+
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends the exchange alike
         self.pool.transport_gone()
         if not self.closed:
@@ -115,6 +123,9 @@ class _Connection(asyncio.Protocol):
             ex.body += body
 
     def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+            self.status = 0
+            return
         ex, self.current = self.current, None
         status, self.status = self.status, 0
         if ex is None:  # an answer nobody asked for: the connection is out of step
@@ -130,7 +141,13 @@ class _Connection(asyncio.Protocol):
     def send(self, ex: Exchange) -> None:
         assert self.transport is not None
         self.current = ex
-        self.transport.write(ex.payload)
+        if self.closed or self.transport.is_closing():
+            self._fail(CONNECTION_ERROR)
+            return
+        try:
+            self.transport.write(ex.payload)
+        except (RuntimeError, OSError):  # uvloop raises on a handle closed under us
+            self._fail(CONNECTION_ERROR)
 
     def _fail(self, status: int) -> None:
         ex, self.current = self.current, None
@@ -142,8 +159,10 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.pool.lost(self)
-            if self.transport is not None:
-                self.transport.abort()
+        else:
+            self.pool.forget(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
 
 class Pool:
@@ -189,11 +208,15 @@ class Pool:
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, ex: Exchange) -> None:
         """Send ``ex`` now on an idle connection, or queue it and open a connection if the pool may grow."""
-        now = time.perf_counter()
-        ex.submitted = now
+        ex.submitted = time.perf_counter()
         self.outstanding += 1
-        if self.idle:
+        if self._closing:
+            self.finish(ex, ABANDONED)
+            return
+        while self.idle:
             conn = self.idle.pop()
+            if conn.closed:
+                continue
             self.busy.add(conn)
             conn.send(ex)
             return
@@ -227,22 +250,28 @@ class Pool:
                 ),
                 self.timeout,
             )
-        except (OSError, ssl.SSLError) as e:  # TimeoutError is an OSError
-            self.opening -= 1
-            self.connect_failures += 1
-            # The exchange that asked for this connection fails, as it would with any client;
-            # the next waiting one makes its own attempt.
-            if self.waiting:
-                self.finish(self.waiting.popleft(), TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR)
-            if self.waiting and not self._closing and self._room():
-                self._open()
+        except Exception as e:  # noqa: BLE001 - any failure (OSError, TLS, a bad host name) is this exchange's
+            self._connect_failed(TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR)
             return
-        self.opening -= 1
+        finally:
+            self.opening -= 1
+        if conn.closed:
+            # Accepted and closed before this task resumed (a target at its connection limit).
+            self._connect_failed(CONNECTION_ERROR)
+            return
         self.connects += 1
         if self._closing:
             conn._close()  # noqa: SLF001
             return
         self.idle_again(conn)
+
+    def _connect_failed(self, status: int) -> None:
+        """The exchange that asked for a connection fails, as with any client; the next waiting one tries anew."""
+        self.connect_failures += 1
+        if self.waiting:
+            self.finish(self.waiting.popleft(), status)
+        if self.waiting and not self._closing and self._room():
+            self._open()
 
     # -- completion ------------------------------------------------------------------------------
     def finish(self, ex: Exchange, status: int) -> None:
@@ -259,11 +288,15 @@ class Pool:
         else:
             self.idle.append(conn)
 
-    def lost(self, conn: _Connection) -> None:
-        """``conn`` is closed: forget it; queued exchanges need a connection to replace it."""
+    def forget(self, conn: _Connection) -> None:
+        """Take ``conn`` out of ``busy`` and ``idle`` (it is closed)."""
         self.busy.discard(conn)
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
+
+    def lost(self, conn: _Connection) -> None:
+        """``conn`` is closed: forget it; queued exchanges need a connection to replace it."""
+        self.forget(conn)
         if self.waiting and not self._closing and self._room():
             self._open()
 

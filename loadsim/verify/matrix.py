@@ -36,9 +36,7 @@ from loadsim.sinks.summary import RunSummary
 from loadsim.verify.promtool import PromtoolCase, first_firing
 from loadsim.verify.recorder import ScrapeRecorder
 
-RELAY_CONFIG = Path(
-    os.environ.get("LOADSIM_RELAY_CONFIG") or Path(__file__).resolve().parents[2] / "deploy" / "relay"
-)
+RELAY_CONFIG = Path(os.environ.get("LOADSIM_RELAY_CONFIG") or Path(__file__).resolve().parents[2] / "deploy" / "relay")
 """The project's copy of the relay's observability config: ``deploy/relay`` of the checkout,
 or ``$LOADSIM_RELAY_CONFIG`` (the container image sets ``/app/deploy/relay``)."""
 
