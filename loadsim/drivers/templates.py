@@ -157,6 +157,8 @@ class Wire:
 
 
 _FILL = b"x" * 200_000
+_FILL_B64 = binascii.b2a_base64(_FILL[: 3 * (len(_FILL) // 3)], newline=False)
+"""The filler's base64 (``eHh4`` repeated: no ``+`` or ``/``, so it is base64url too)."""
 _ADDRESSES = [f"user{t}@example.com" for t in range(10_000)]
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -204,17 +206,38 @@ class GmailPayloads:
         )
 
     def build(self, batch: GmailBatch, i: int) -> bytes:
-        """Request ``i`` of ``batch`` as bytes."""
+        """Request ``i`` of ``batch`` as bytes.
+
+        The body is base64url of ``headers + "<p>" + "x" * k + "</p>"``. Base64 maps each
+        3 input bytes to 4 output bytes independently, so the text is encoded in three
+        pieces that give exactly the bytes of encoding it whole: the headers topped up
+        with filler to a multiple of 3, the middle run of filler (a slice of its
+        encoding, computed once), and the rest. Encoding ~2 KB per request was a fifth
+        of the driver's CPU.
+        """
         r0, r1 = batch.recipients[i], batch.recipients[i + 1]
         to = ", ".join([_ADDRESSES[t] for t in batch.to[r0:r1]])
-        html = batch.html[i]
-        mime = (
+        fill = max(batch.html[i] - 7, 0)
+        head = (
+            f"To: {to}\r\nSubject: Report {batch.subjects[i]}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>"
+        ).encode()
+        top = min(-len(head) % 3, fill)
+        middle = (fill - top) // 3
+        rest = fill - top - 3 * middle
+        first = binascii.b2a_base64(head + _FILL[:top], newline=False).translate(_URLSAFE)
+        last = binascii.b2a_base64(_FILL[:rest] + b"</p>", newline=False).translate(_URLSAFE).rstrip(b"=")
+        if top < -len(head) % 3:  # too little filler to align the headers: encode it whole
+            first = binascii.b2a_base64(head + _FILL[:fill] + b"</p>", newline=False).translate(_URLSAFE)
+            first, middle, last = first.rstrip(b"="), 0, b""
+        length = len(first) + 4 * middle + len(last) + 10  # {"raw":"..."}: 10 bytes around the text
+        return b"".join(
             (
-                f"To: {to}\r\nSubject: Report {batch.subjects[i]}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>"
-            ).encode()
-            + _FILL[: max(html - 7, 0)]
-            + b"</p>"
+                self._heads[batch.users[i]],
+                str(length).encode(),
+                b'\r\n\r\n{"raw":"',
+                first,
+                _FILL_B64[: 4 * middle],
+                last,
+                b'"}',
+            )
         )
-        raw = binascii.b2a_base64(mime, newline=False).translate(_URLSAFE).rstrip(b"=")
-        # Body: {"raw":"..."}, 10 bytes around the base64url text.
-        return b"".join((self._heads[batch.users[i]], str(len(raw) + 10).encode(), b'\r\n\r\n{"raw":"', raw, b'"}'))
