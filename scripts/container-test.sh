@@ -159,9 +159,16 @@ packages() {
 start_dockerd() {
   # A daemon of an earlier run whose script was killed outright still holds the data root
   # (the lock says no run is alive): stop it, by its pid, before a second one shares it.
+  # Only a daemon this script started (its exec root under /tmp/loadsim-ci.*) is stopped:
+  # one started by hand on the same data root (a long soak, say) is someone's work.
   local pid old
   for pid in $(pgrep -f -- "dockerd .*--data-root $CACHE/docker( |$)" || true); do
     old=$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^--exec-root$/{n;p}')
+    case "$old" in
+      /tmp/loadsim-ci.*/exec) ;;
+      *) fail "dockerd $pid, not started by this script (exec root ${old:-unset}), uses $CACHE/docker;" \
+           "stop it, or point LOADSIM_CONTAINER_CACHE at another directory" ;;
+    esac
     say "   stopping dockerd $pid left by an earlier run"
     kill -TERM "$pid"
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
