@@ -359,6 +359,9 @@ class HttpDriver:
         )
         self._pool = pool
         pool.start()
+        ready = await pool.warm(self.options.connections, within=min(self.options.timeout, 2.0))
+        if self.log is not None:
+            self.log.info("http.connections", ready=ready, wanted=self.options.connections)
         wall0 = time.monotonic()
         lead = self.options.lead
         # Times are perf_counter(): uvloop's loop.time() ticks in whole milliseconds.

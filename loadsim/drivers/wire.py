@@ -205,6 +205,19 @@ class Pool:
         self._loop = asyncio.get_running_loop()
         self._schedule_sweep()
 
+    async def warm(self, n: int, within: float) -> int:
+        """Open up to ``n`` connections before the load starts; returns how many are idle and ready.
+
+        Opening them as the first arrivals come due would make those arrivals wait for TCP
+        (and TLS) handshakes, and at a high rate fill ``max_in_flight`` in the first tenth
+        of a second. A target that refuses is not an error here: the exchanges will say so.
+        """
+        for _ in range(max(0, min(n, self.limit) - len(self.idle) - len(self.busy) - self.opening)):
+            self._open()
+        if self._pending_opens:
+            await asyncio.wait(set(self._pending_opens), timeout=within)
+        return len(self.idle)
+
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, ex: Exchange) -> None:
         """Send ``ex`` now on an idle connection, or queue it and open a connection if the pool may grow."""
