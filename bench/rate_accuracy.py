@@ -108,7 +108,8 @@ NOTE_POISSON = (
 )
 NOTE_ENGINE_VIEW = (
     "engine view lateness (JSON: engine_view_lateness_s) is what loadsim_tick_lateness_seconds observes; "
-    "under uvloop it comes from the loop's millisecond clock and reads up to 1 ms low"
+    "WallClock reads time.monotonic(), so it agrees with the lateness above on both loops "
+    "(before 2026-11-27 it read uvloop's millisecond clock, up to 1 ms low)"
 )
 CONTENDED_WAIT = 0.0002
 """Seconds per run second spent waiting for the core (enough to make 1 % of windows 2 ms late) that earn a warning."""

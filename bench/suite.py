@@ -84,7 +84,7 @@ def sim_throughput_rows(r: dict[str, Any]) -> list[Headline]:
     out = []
     eng = dig(r, "figures", "engine")
     if eng:
-        target = dig(r, "targets", "engine_sends_per_s") or 2e6
+        target = dig(r, "targets", "engine_sends_per_s") or 5e6
         out.append(
             row(
                 "sim_throughput",
