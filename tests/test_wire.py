@@ -78,6 +78,16 @@ class Served:
         while len(self.done) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
 
+    async def exchange(self, n: int) -> wire.Pool:
+        """Start, submit ``n`` exchanges, wait for their answers (5 s at most), stop."""
+        pool = await self.start()
+        try:
+            self.submit(n)
+            await self.wait(n)
+        finally:
+            await self.stop()
+        return pool
+
     async def stop(self) -> None:
         if self.pool is not None:
             await self.pool.aclose()
@@ -94,12 +104,7 @@ async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
 
 async def _test_keep_alive_reuses_connections_and_keeps_bodies_on_request() -> None:
     s = Served(keep_alive, limit=4, keep_body=True)
-    pool = await s.start()
-    try:
-        s.submit(200)
-        await s.wait(200)
-    finally:
-        await s.stop()
+    pool = await s.exchange(200)
     assert s.done == [(200, b'{"id":"m1"}')] * 200
     # 200 exchanges over at most 4 connections: each connection carried many.
     assert 1 <= s.connections <= 4
@@ -116,12 +121,7 @@ async def _test_chunked_answers_are_reassembled() -> None:
             await writer.drain()
 
     s = Served(chunked, keep_body=True)
-    await s.start()
-    try:
-        s.submit(3)
-        await s.wait(3)
-    finally:
-        await s.stop()
+    await s.exchange(3)
     assert s.done == [(201, b'{"preview_id":"p-42"}  ')] * 3
 
 
@@ -132,12 +132,7 @@ async def _test_connection_close_answers_each_on_a_fresh_connection() -> None:
             await writer.drain()
 
     s = Served(close_each, limit=2)
-    await s.start()
-    try:
-        s.submit(20)
-        await s.wait(20)
-    finally:
-        await s.stop()
+    await s.exchange(20)
     assert [status for status, _ in s.done] == [503] * 20
     assert s.connections == 20
 
@@ -149,12 +144,7 @@ async def _test_an_answer_framed_by_the_close_keeps_its_status() -> None:
             await writer.drain()
 
     s = Served(until_close, keep_body=True)
-    await s.start()
-    try:
-        s.submit(2)
-        await s.wait(2)
-    finally:
-        await s.stop()
+    await s.exchange(2)
     assert s.done == [(200, b'{"id":"no-length"}')] * 2
 
 
@@ -170,12 +160,7 @@ async def _test_garbage_and_early_close_are_connection_errors() -> None:
 
     for handler in (garbage, hang_up):
         s = Served(handler)
-        await s.start()
-        try:
-            s.submit(3)
-            await s.wait(3)
-        finally:
-            await s.stop()
+        await s.exchange(3)
         assert [status for status, _ in s.done] == [wire.CONNECTION_ERROR] * 3, handler.__name__
 
 
@@ -207,12 +192,7 @@ async def _test_an_interim_answer_does_not_end_the_exchange() -> None:
             await writer.drain()
 
     s = Served(early_hints, limit=1, keep_body=True)
-    await s.start()
-    try:
-        s.submit(3)
-        await s.wait(3)
-    finally:
-        await s.stop()
+    await s.exchange(3)
     assert s.done == [(202, b"ok")] * 3
     assert s.connections == 1
 
@@ -313,47 +293,20 @@ def run(request: pytest.FixtureRequest) -> Run:
     return go
 
 
-def test_keep_alive_reuses_connections_and_keeps_bodies_on_request(
-    run: Callable[[Callable[[], Awaitable[None]]], None],
-) -> None:
-    run(_test_keep_alive_reuses_connections_and_keeps_bodies_on_request)
+SCENARIOS = [
+    _test_keep_alive_reuses_connections_and_keeps_bodies_on_request,
+    _test_connection_close_answers_each_on_a_fresh_connection,
+    _test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest,
+    _test_chunked_answers_are_reassembled,
+    _test_an_answer_framed_by_the_close_keeps_its_status,
+    _test_garbage_and_early_close_are_connection_errors,
+    _test_nothing_listening_fails_each_exchange_once,
+    _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout,
+    _test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection,
+    _test_an_interim_answer_does_not_end_the_exchange,
+]
 
 
-def test_chunked_answers_are_reassembled(run: Run) -> None:
-    run(_test_chunked_answers_are_reassembled)
-
-
-def test_connection_close_answers_each_on_a_fresh_connection(
-    run: Callable[[Callable[[], Awaitable[None]]], None],
-) -> None:
-    run(_test_connection_close_answers_each_on_a_fresh_connection)
-
-
-def test_an_answer_framed_by_the_close_keeps_its_status(run: Run) -> None:
-    run(_test_an_answer_framed_by_the_close_keeps_its_status)
-
-
-def test_garbage_and_early_close_are_connection_errors(run: Run) -> None:
-    run(_test_garbage_and_early_close_are_connection_errors)
-
-
-def test_nothing_listening_fails_each_exchange_once(run: Run) -> None:
-    run(_test_nothing_listening_fails_each_exchange_once)
-
-
-def test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest(
-    run: Callable[[Callable[[], Awaitable[None]]], None],
-) -> None:
-    run(_test_silence_times_out_on_the_sweep_and_closing_abandons_the_rest)
-
-
-def test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout(run: Run) -> None:
-    run(_test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout)
-
-
-def test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection(run: Run) -> None:
-    run(_test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection)
-
-
-def test_an_interim_answer_does_not_end_the_exchange(run: Run) -> None:
-    run(_test_an_interim_answer_does_not_end_the_exchange)
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[f.__name__.removeprefix("_test_") for f in SCENARIOS])
+def test_wire(run: Run, scenario: Callable[[], Awaitable[None]]) -> None:
+    run(scenario)
