@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 import time
 from collections.abc import Coroutine, Sequence
@@ -158,6 +159,9 @@ def _http_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--connections", type=int, default=256, help="connection pool size")
     g.add_argument("--token-env", metavar="VAR", help="read the bearer token from this environment variable")
     g.add_argument("--token-file", type=Path, metavar="FILE", help="read the bearer token from this file")
+    g.add_argument(
+        "--ca-file", type=Path, metavar="PEM", help="trust this CA (PEM) for an https target, besides the system's"
+    )
     g.add_argument("--allow-target", action="append", default=[], metavar="HOST", help="allow a non-loopback host")
     g.add_argument("--max-rate", help="rate limit (non-loopback targets: 10/s unless raised)")
 
@@ -175,6 +179,13 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
         max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
     timeout = positive_option("--timeout", args.timeout, parse_duration, problems)
     token = _read_token(args, problems)
+    ca_file = args.ca_file
+    if ca_file is not None:
+        try:  # read it now: a bad file is a usage error, not a failure at the first connection
+            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
+            problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
     for option, value in (("--max-in-flight", args.max_in_flight), ("--connections", args.connections)):
         if value <= 0:
             problems.append(Problem(option, "", f"must be > 0, got {value}"))
@@ -191,6 +202,7 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
         max_in_flight=args.max_in_flight,
         connections=args.connections,
         token=token,
+        ca_file=ca_file,
     )
 
 

@@ -6,6 +6,9 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +25,8 @@ EVEN = 'name = "http-test"\narrivals = "even"\n'
 class Server:
     """An aiohttp app on 127.0.0.1 in a thread of its own, recording what it received."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(self, status: int = 200, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.status = status
         self.delay = delay
         self.auth: list[str] = []
@@ -46,7 +50,7 @@ class Server:
         app.router.add_post("/{tail:.*}", self._send)
         self.runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()
@@ -65,7 +69,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
@@ -387,3 +391,38 @@ def test_gmail_bodies_pieced_together_equal_encoding_the_message_whole() -> None
         mime = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         assert base64.urlsafe_b64encode(mime).decode().rstrip("=") == body
         assert mime.endswith(b"<p>" + b"x" * max(batch.html[i] - 7, 0) + b"</p>"), i
+
+
+def test_https_target_verified_against_the_given_ca(tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is part of every Debian system"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    with Server(tls=tls) as secure:
+        trusted = run(tmp_path, "--target", secure.url, "--rate", "100/s", "--duration", "2s", "--ca-file", str(cert))
+        untrusted = run(tmp_path, "--target", secure.url, "--rate", "20/s", "--duration", "1s")
+    assert trusted["by_result"] == {"2xx": 200}
+    assert len(secure.paths) == 200
+    # Without the CA the certificate is not trusted: every request fails, none reaches the server.
+    assert set(untrusted["by_result"]) == {"connection_error"}
+
+
+@pytest.mark.parametrize(("content", "why"), [(None, "No such file or directory"), ("not a cert\n", "no certificate")])
+def test_an_unusable_ca_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, why: str
+) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    code = main(["run", "--driver", "http", "--target", "https://127.0.0.1:9", "--rate", "1/s", "--ca-file", str(ca)])
+    assert code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"loadsim: --ca-file: cannot use {ca} (")
+    assert why in line
+    assert line.endswith("); expected a PEM CA certificate")

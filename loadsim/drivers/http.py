@@ -34,6 +34,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,6 +81,8 @@ class HttpOptions:
     users: int = 50
     """Gmail template: requests are spread over this many user ids."""
     token: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    """Extra CA certificate (PEM) trusted for an https target, besides the system's."""
     max_attachment_bytes: int = 2048
     lead: float = 0.05
     """How far ahead of a window its arrivals are placed on the loop (seconds)."""
@@ -348,7 +351,11 @@ class HttpDriver:
     async def run(self) -> dict[str, Any]:
         """Run the schedule; returns the summary."""
         self._loop = asyncio.get_running_loop()
-        context = ssl.create_default_context() if self.wire.tls else None
+        context = None
+        if self.wire.tls:
+            context = ssl.create_default_context()
+            if self.options.ca_file is not None:
+                context.load_verify_locations(cafile=self.options.ca_file)
         pool = wire.Pool(
             self.wire.host,
             self.wire.port,
