@@ -57,7 +57,7 @@ the driver kept up all through, stalls included. The figure holds when every hol
 run holds; ``--check`` fails (exit 2) when it does not.
 
 Naive and Locust post one fixed body: a gmail ``{"raw": ...}`` body that
-loadsim's own sampler drew, the one closest to the mean size of 4096 draws, to the
+loadsim's own driver builds (GmailPayloads), the one closest to the mean size of 4096 draws, to the
 same 50 user paths in turn; loadsim draws a fresh body for every request.
 
 Each figure is the median of ``--repeats`` runs (default 3, 1 with ``--quick``)
@@ -481,18 +481,16 @@ class Body:
 
 
 def representative_body() -> Body:
-    """The gmail body loadsim's sampler draws closest to the mean size of 4096 draws."""
+    """The gmail body loadsim's driver builds (GmailPayloads) closest to the mean size of 4096 draws."""
     import numpy as np
 
-    from loadsim.drivers.templates import MessageSampler, gmail_request
+    from loadsim.drivers.templates import GmailPayloads, Wire
     from loadsim.engine.seeds import RunRandom
-    from loadsim.plan import build_plan
-    from loadsim.profile import parse_profile
 
-    profile = parse_profile({"name": "bench-http-body", "seed": SEED}, "bench/http_throughput.py")
-    plan = build_plan(profile, virtual=True)
-    sampler = MessageSampler(plan.model, RunRandom.from_seed(SEED).outcomes)
-    bodies = [gmail_request(sampler.draw(), "user0@example.com", None).json for _ in range(4096)]
+    random = RunRandom.from_seed(SEED)
+    payloads = GmailPayloads(Wire("http://127.0.0.1", None), USERS, random.outcomes, random.overlays)
+    batch = payloads.draw(4096)
+    bodies = [json.loads(payloads.build(batch, i).split(b"\r\n\r\n", 1)[1]) for i in range(4096)]
     sizes = np.array([len(json.dumps(b)) for b in bodies], dtype=float)
     mean = float(sizes.mean())
     pick = int(np.abs(sizes - mean).argmin())

@@ -22,37 +22,25 @@ from loadsim.cli import main
 EVEN = 'name = "http-test"\narrivals = "even"\n'
 
 
-class Server:
-    """An aiohttp app on 127.0.0.1 in a thread of its own, recording what it received."""
+class LoopThread:
+    """A server on 127.0.0.1 with its own event loop in a thread of its own (so the driver's loop stays clean)."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
-        self.tls = tls
-        self.status = status
-        self.delay = delay
-        self.auth: list[str] = []
-        self.paths: list[str] = []
-        self.port = 0
+    def __init__(self) -> None:
+        self.url = ""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    async def _send(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.auth.append(request.headers.get("Authorization", ""))
-        self.paths.append(request.path)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return web.json_response({"id": "m1", "preview_id": "p1"}, status=self.status)
+    async def start(self) -> str:
+        """Start serving on the thread's loop; returns the URL."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Stop serving, on the thread's loop."""
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/{tail:.*}", self._send)
-        self.runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self.runner.setup())
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = self._loop.run_until_complete(self.start())
         self._ready.set()
         self._loop.run_forever()
 
@@ -62,14 +50,43 @@ class Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
-        self._loop.run_until_complete(self.runner.cleanup())
         self._loop.close()
 
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+class Server(LoopThread):
+    """An aiohttp app recording what it received."""
+
+    def __init__(self, status: int = 200, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__()
+        self.tls = tls
+        self.status = status
+        self.delay = delay
+        self.auth: list[str] = []
+        self.paths: list[str] = []
+
+    async def _send(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.auth.append(request.headers.get("Authorization", ""))
+        self.paths.append(request.path)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return web.json_response({"id": "m1", "preview_id": "p1"}, status=self.status)
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self._send)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.tls)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
 
 
 @pytest.fixture
@@ -207,38 +224,22 @@ class TestSafety:
         ]
 
 
-class FakeGmailThread:
-    """loadsim fake-gmail in a thread with its own event loop, with fast, error-prone outcomes."""
+class FakeGmailThread(LoopThread):
+    """loadsim fake-gmail, with fast, error-prone outcomes."""
 
     def __init__(self, params: object) -> None:
+        super().__init__()
         self.params = params
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.url = ""
 
-    def _serve(self) -> None:
+    async def start(self) -> str:
         from loadsim.fakegmail import serve
         from loadsim.sinks.metrics_server import ListenAddress
 
-        asyncio.set_event_loop(self._loop)
-        self.fake = self._loop.run_until_complete(
-            serve(ListenAddress("127.0.0.1", 0), seed=3, params=self.params, quota=None, max_hold=0.5)  # type: ignore[arg-type]
-        )
-        self.url = self.fake.url
-        self._ready.set()
-        self._loop.run_forever()
+        self.fake = await serve(ListenAddress("127.0.0.1", 0), seed=3, params=self.params, quota=None, max_hold=0.5)  # type: ignore[arg-type]
+        return str(self.fake.url)
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.fake.stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    async def stop(self) -> None:
+        await self.fake.stop()
 
     def control(self, method: str, path: str, body: dict[str, object] | None = None) -> int:
         import urllib.request

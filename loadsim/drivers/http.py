@@ -370,7 +370,7 @@ class HttpDriver:
                     break
                 starts = np.sort(self.arrivals.draw(t0, t1))
                 if len(starts):
-                    batch = self.gmail.draw(len(starts)) if self.options.template == "gmail" else None
+                    batch = None if self._relay_flow else self.gmail.draw(len(starts))
                     self._due.append(_Due(origin + starts, batch))
                     self._all_started.clear()
                     if self._timer is None:

@@ -92,16 +92,6 @@ class MessageSampler:
         )
 
 
-def gmail_request(message: Message, user: str, token: str | None) -> Request:
-    """Gmail's send endpoint with the message as base64url MIME."""
-    mime = (
-        f"To: {', '.join(message.to)}\r\nSubject: {message.subject}\r\n"
-        f"Content-Type: text/html; charset=utf-8\r\n\r\n{message.html}"
-    )
-    raw = base64.urlsafe_b64encode(mime.encode()).decode().rstrip("=")
-    return Request("POST", f"/gmail/v1/users/{user}/messages/send", {"raw": raw}, _auth(token))
-
-
 def relay_preview(message: Message, token: str | None) -> Request:
     """The relay's preview call."""
     params: dict[str, Any] = {

@@ -190,8 +190,6 @@ class Pool:
         self.opening = 0
         self.outstanding = 0
         """Exchanges handed to the pool and not finished yet."""
-        self.connects = 0
-        self.connect_failures = 0
         self._closing = False
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -272,7 +270,6 @@ class Pool:
             # Accepted and closed before this task resumed (a target at its connection limit).
             self._connect_failed(CONNECTION_ERROR)
             return
-        self.connects += 1
         if self._closing:
             conn._close()  # noqa: SLF001
             return
@@ -280,7 +277,6 @@ class Pool:
 
     def _connect_failed(self, status: int) -> None:
         """The exchange that asked for a connection fails, as with any client; the next waiting one tries anew."""
-        self.connect_failures += 1
         if self.waiting:
             self.finish(self.waiting.popleft(), status)
         if self.waiting and not self._closing and self._room():
