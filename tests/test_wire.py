@@ -279,6 +279,50 @@ async def _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout() -> 
         listener.close()
 
 
+async def _test_waiting_exchanges_get_their_bytes_a_few_dozen_at_a_time_when_taken() -> None:
+    async def silent(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(30)
+
+    ahead, n = wire.RENDER_AHEAD, wire.RENDER_AHEAD + 8
+    for handler, timeout in ((keep_alive, 5.0), (silent, 0.3)):
+        served = Served(handler)  # for its handler wrapper, which closes each connection
+        server = await asyncio.start_server(served._handle, "127.0.0.1", 0)
+        events: list[tuple[str, int]] = []
+        record = events.append
+
+        def render(_source: object, index: int, record: Callable[[tuple[str, int]], None] = record) -> bytes:
+            record(("render", index))
+            return REQUEST
+
+        def on_done(ex: wire.Exchange, status: int, record: Callable[[tuple[str, int]], None] = record) -> None:
+            record((f"done {status}", ex.index))
+
+        port = server.sockets[0].getsockname()[1]
+        pool = wire.Pool("127.0.0.1", port, on_done, limit=1, timeout=timeout, render=render)
+        pool.start()
+        try:
+            for i in range(n):  # no connection yet: all wait
+                pool.submit(wire.Exchange(None, time.perf_counter(), source="batch", index=i))
+            deadline = time.monotonic() + 5
+            while sum(e.startswith("done") for e, _ in events) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+        finally:
+            await pool.aclose()
+            server.close()
+            await server.wait_closed()
+        renders = [("render", i) for i in range(n)]
+        if handler is keep_alive:
+            # One connection: taking the first makes the bytes of the next RENDER_AHEAD - 1 too, and
+            # the rest wait unmade until the connection reaches them.
+            oks = [("done 200", i) for i in range(n)]
+            assert events == renders[:ahead] + oks[:ahead] + renders[ahead:] + oks[ahead:]
+        else:
+            # The first goes out and times out; those past the first RENDER_AHEAD timed out unmade.
+            assert events[:ahead] == renders[:ahead]
+            assert sorted(events[ahead:]) == [(f"done {wire.TIMEOUT}", i) for i in range(n)]
+
+
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
@@ -304,6 +348,7 @@ SCENARIOS = [
     _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout,
     _test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection,
     _test_an_interim_answer_does_not_end_the_exchange,
+    _test_waiting_exchanges_get_their_bytes_a_few_dozen_at_a_time_when_taken,
 ]
 
 

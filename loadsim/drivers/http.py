@@ -409,6 +409,7 @@ class HttpDriver:
             limit=self.options.connections,
             timeout=self.options.timeout,
             ssl_context=context,
+            render=self.gmail.build,
         )
         self._pool = pool
         pool.start()
@@ -462,10 +463,10 @@ class HttpDriver:
         submit = self._pool.submit
         times = due.times[first:last].tolist()
         if due.batch is not None:
-            build = self.gmail.build
             batch = due.batch
             for i, t in zip(range(first, last), times, strict=True):
-                submit(wire.Exchange(build(batch, i), t, tag=now))
+                # No bytes yet: the pool makes them when a connection takes this (see wire.Pool).
+                submit(wire.Exchange(None, t, tag=now, source=batch, index=i))
         else:
             for t in times:
                 submit(self._relay_preview(t, now))
