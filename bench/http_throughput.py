@@ -27,8 +27,10 @@ issue's second HTTP target): in each round, right after loadsim's maximum run,
 one loadsim run of ``--paced-seconds`` at ``--rate`` = 0.9 x what that maximum
 run finished per second (rounded to a whole req/s). Paired with the run just
 before it, because this VM's speed drifts by about 10% over minutes: a target
-taken from the median of runs minutes earlier tested the drift as much as the
-driver (held in 1 of 3 runs at d143885 that way). The same flags as above
+taken from the median of runs minutes earlier tests the drift as well as the
+driver. (At d143885 the hold held 3 of 3 in one bench and 1 of 3 in the next;
+most of that was the driver slowing down when it fell behind, mended in
+836f3e6: see bench/README.md.) The same flags as above
 (even arrivals, ``--connections``) but the in-flight cap ``loadsim run`` has by
 default (``--hold-max-in-flight``, 10,000) instead of the max runs' 512. Under
 deliberate overload a small cap keeps the max runs from measuring their own queue;

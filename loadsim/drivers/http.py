@@ -6,9 +6,9 @@ starts when it is due whatever the others are doing. When ``max_in_flight``
 requests are already out, a due arrival is dropped and counted, never queued
 (queueing would hide the target's slowness). Requests travel through
 :mod:`loadsim.drivers.wire`, a keep-alive HTTP/1.1 pool built for load (bytes
-serialised when due, ``httptools`` parsing, a callback per answer): aiohttp's
-client cost more CPU per request than the whole budget of a generator meant to
-outrun Locust on one core (see bench/README.md).
+serialised when a connection takes the request, ``httptools`` parsing, a callback
+per answer): aiohttp's client cost more CPU per request than the whole budget of a
+generator meant to outrun Locust on one core (see bench/README.md).
 
 Latency is recorded twice, in HdrHistogram (a well-kept library; fixed memory, 3
 significant digits from 1 us to 10 min): from the **intended** start (what a user

@@ -17,8 +17,8 @@ client's base64 encoder.
 
 For the driver's hot path the same requests also exist as ready-to-send HTTP/1.1
 bytes: :class:`GmailPayloads` draws a window's message shapes in a few numpy
-calls and serialises each request only when it is due (an arrival dropped at the
-in-flight cap costs no bytes). :class:`Wire` holds what every request to one
+calls and serialises each request only when a connection takes it (an arrival
+dropped at the in-flight cap, or timed out waiting, costs no bytes). :class:`Wire` holds what every request to one
 target shares (``Host``, the path prefix, the token header) so each request adds
 only its path, its length and its body.
 """
@@ -171,7 +171,7 @@ class GmailPayloads:
     The draws are the same distributions as :class:`MessageSampler` (recipients
     ``1 + Poisson(0.6)``, HTML length log-normal around 1,500 bytes clipped to
     50..200,000, random recipient and subject numbers), taken for a whole window
-    at once; a request's bytes are built when it is due.
+    at once; a request's bytes are built when a connection takes it (``wire.Pool``'s ``render``).
     """
 
     def __init__(self, wire: Wire, users: int, rng: np.random.Generator, user_rng: np.random.Generator) -> None:
