@@ -279,48 +279,119 @@ async def _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout() -> 
         listener.close()
 
 
+class Rendering:
+    """A pool with a ``render`` that records what it made (``index`` is the exchange's number), at a raw server."""
+
+    def __init__(self, handler: Handler, *, timeout: float = 5.0, fail: int | None = None) -> None:
+        self.served = Served(handler)  # for its handler wrapper, which closes each connection
+        self.timeout = timeout
+        self.fail = fail
+        """The exchange whose render raises."""
+        self.events: list[tuple[str, int]] = []
+        self.server: asyncio.Server | None = None
+        self.pool: wire.Pool | None = None
+
+    def render(self, _source: object, index: int) -> bytes:
+        self.events.append(("render", index))
+        if index == self.fail:
+            raise ValueError("no bytes for this one")
+        return REQUEST
+
+    def on_done(self, ex: wire.Exchange, status: int) -> None:
+        self.events.append((f"done {status}", ex.index))
+
+    async def start(self) -> wire.Pool:
+        self.server = await asyncio.start_server(self.served._handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.pool = wire.Pool("127.0.0.1", port, self.on_done, limit=1, timeout=self.timeout, render=self.render)
+        self.pool.start()
+        return self.pool
+
+    def submit(self, first: int, n: int) -> None:
+        assert self.pool is not None
+        for i in range(first, first + n):
+            self.pool.submit(wire.Exchange(None, time.perf_counter(), source="batch", index=i))
+
+    def dones(self) -> list[tuple[str, int]]:
+        return [e for e in self.events if e[0].startswith("done")]
+
+    async def wait(self, n: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(self.dones()) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
 async def _test_waiting_exchanges_get_their_bytes_a_few_dozen_at_a_time_when_taken() -> None:
-    async def silent(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(30)
-
     ahead, n = wire.RENDER_AHEAD, wire.RENDER_AHEAD + 8
-    for handler, timeout in ((keep_alive, 5.0), (silent, 0.3)):
-        served = Served(handler)  # for its handler wrapper, which closes each connection
-        server = await asyncio.start_server(served._handle, "127.0.0.1", 0)
-        events: list[tuple[str, int]] = []
-        record = events.append
+    r = Rendering(keep_alive)
+    await r.start()
+    try:
+        r.submit(0, n)  # no connection yet: all wait, none made
+        assert r.events == []
+        await r.wait(n)
+    finally:
+        await r.stop()
+    # One connection: taking the first makes the bytes of the next RENDER_AHEAD - 1 too; the
+    # rest wait unmade until the connection reaches them.
+    renders = [("render", i) for i in range(n)]
+    oks = [("done 200", i) for i in range(n)]
+    assert r.events == renders[:ahead] + oks[:ahead] + renders[ahead:] + oks[ahead:]
 
-        def render(_source: object, index: int, record: Callable[[tuple[str, int]], None] = record) -> bytes:
-            record(("render", index))
-            return REQUEST
 
-        def on_done(ex: wire.Exchange, status: int, record: Callable[[tuple[str, int]], None] = record) -> None:
-            record((f"done {status}", ex.index))
+async def _test_an_exchange_is_made_when_an_idle_connection_takes_it_and_never_if_it_ends_waiting() -> None:
+    answered = asyncio.Event()
 
-        port = server.sockets[0].getsockname()[1]
-        pool = wire.Pool("127.0.0.1", port, on_done, limit=1, timeout=timeout, render=render)
-        pool.start()
+    async def first_only(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        answered.set()
+        await asyncio.sleep(30)  # holds the one connection
+
+    r = Rendering(first_only, timeout=30.0)
+    pool = await r.start()
+    try:
+        assert await pool.warm(1, within=5.0) == 1
+        r.submit(0, 1)  # an idle connection: made and written at once
+        assert r.events == [("render", 0)]
+        await asyncio.wait_for(answered.wait(), 5.0)
+        r.submit(1, wire.RENDER_AHEAD + 3)  # the connection is busy: they wait
+    finally:
+        await r.stop()  # the one on the wire and those waiting end unanswered, never made
+    n = wire.RENDER_AHEAD + 4
+    assert r.events[0] == ("render", 0)
+    assert sorted(r.events[1:]) == [(f"done {wire.ABANDONED}", i) for i in range(n)]
+    assert pool.outstanding == 0
+
+
+async def _test_a_request_whose_bytes_cannot_be_made_ends_alone_and_the_pool_goes_on() -> None:
+    # Exchange 1 fails to render when an idle connection takes it; exchange 3 when it is taken from
+    # the queue. Each ends as RENDER_ERROR, no connection is lost, every other one is answered.
+    for fail, first_batch in ((1, 1), (3, 0)):
+        r = Rendering(keep_alive, fail=fail)
+        pool = await r.start()
         try:
-            for i in range(n):  # no connection yet: all wait
-                pool.submit(wire.Exchange(None, time.perf_counter(), source="batch", index=i))
-            deadline = time.monotonic() + 5
-            while sum(e.startswith("done") for e, _ in events) < n and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
+            await pool.warm(1, within=5.0)
+            if first_batch:  # one at a time, each on the idle connection
+                for i in range(6):
+                    r.submit(i, 1)
+                    await r.wait(i + 1)
+            else:  # all at once: the queue
+                r.submit(0, 6)
+                await r.wait(6)
         finally:
-            await pool.aclose()
-            server.close()
-            await server.wait_closed()
-        renders = [("render", i) for i in range(n)]
-        if handler is keep_alive:
-            # One connection: taking the first makes the bytes of the next RENDER_AHEAD - 1 too, and
-            # the rest wait unmade until the connection reaches them.
-            oks = [("done 200", i) for i in range(n)]
-            assert events == renders[:ahead] + oks[:ahead] + renders[ahead:] + oks[ahead:]
-        else:
-            # The first goes out and times out; those past the first RENDER_AHEAD timed out unmade.
-            assert events[:ahead] == renders[:ahead]
-            assert sorted(events[ahead:]) == [(f"done {wire.TIMEOUT}", i) for i in range(n)]
+            await r.stop()
+        assert sorted(r.dones()) == sorted(
+            [("done 200", i) for i in range(6) if i != fail] + [(f"done {wire.RENDER_ERROR}", fail)]
+        )
+        assert pool.render_errors == 1
+        assert r.served.connections == 1
+        assert pool.outstanding == 0
 
 
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -349,6 +420,8 @@ SCENARIOS = [
     _test_a_server_that_closes_at_once_fails_each_exchange_and_keeps_no_dead_connection,
     _test_an_interim_answer_does_not_end_the_exchange,
     _test_waiting_exchanges_get_their_bytes_a_few_dozen_at_a_time_when_taken,
+    _test_an_exchange_is_made_when_an_idle_connection_takes_it_and_never_if_it_ends_waiting,
+    _test_a_request_whose_bytes_cannot_be_made_ends_alone_and_the_pool_goes_on,
 ]
 
 

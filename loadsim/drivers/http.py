@@ -16,9 +16,10 @@ waiting on the schedule experiences, free of coordinated omission) and from the
 **actual** start (what the target took once asked). Responses are classified as
 ``2xx``, ``4xx`` by code (``4xx_429``...), ``5xx``, ``timeout`` and
 ``connection_error`` (and ``abandoned`` for requests still out when the grace ran
-out); client-side metrics go under ``loadsim_http_``, never under the relay's names
-(in this mode the target emits those). Measurements are kept per request in plain
-lists and folded into the histograms once per window, in numpy.
+out, ``render_error`` for a request whose bytes could not be made); client-side
+metrics go under ``loadsim_http_``, never under the relay's names (in this mode
+the target emits those). Measurements are kept per request in plain lists and
+folded into the histograms once per window, in numpy.
 """
 
 from __future__ import annotations
@@ -335,7 +336,12 @@ class HttpDriver:
         self._lateness: list[FloatArray] = []
         self._window_results: dict[str, int] = {}
         self._window_dropped = 0
-        self._labels = {wire.TIMEOUT: "timeout", wire.CONNECTION_ERROR: "connection_error", wire.ABANDONED: "abandoned"}
+        self._labels = {
+            wire.TIMEOUT: "timeout",
+            wire.CONNECTION_ERROR: "connection_error",
+            wire.ABANDONED: "abandoned",
+            wire.RENDER_ERROR: "render_error",
+        }
 
     @property
     def stop_requested(self) -> bool:

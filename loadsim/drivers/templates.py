@@ -17,10 +17,12 @@ client's base64 encoder.
 
 For the driver's hot path the same requests also exist as ready-to-send HTTP/1.1
 bytes: :class:`GmailPayloads` draws a window's message shapes in a few numpy
-calls and serialises each request only when a connection takes it (an arrival
-dropped at the in-flight cap, or timed out waiting, costs no bytes). :class:`Wire` holds what every request to one
-target shares (``Host``, the path prefix, the token header) so each request adds
-only its path, its length and its body.
+calls into compact arrays (:class:`GmailBatch`) and makes each request's bytes
+only when a connection takes it (:meth:`GmailPayloads.build`): an arrival dropped
+at the in-flight cap costs no bytes, nor does most of a backlog that times out.
+:class:`Wire` holds what every request to one target shares (``Host``, the path
+prefix, the token header) so each request adds only its path, its length and
+its body.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ import base64
 import binascii
 import json
 import uuid
+from array import array
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+from numpy.typing import NDArray
 
 from loadsim import __version__
 from loadsim.model.params import ModelParams
@@ -155,14 +159,27 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 @dataclass(slots=True)
 class GmailBatch:
-    """One window's message shapes for the Gmail template, drawn together."""
+    """One window's message shapes for the Gmail template, drawn together.
 
-    users: list[int]
-    recipients: list[int]
+    Machine integers (``array``), not lists of Python ints: a request waiting for a
+    connection keeps its window's batch alive, and against a slow target hundreds
+    of windows can each have one request waiting, most of their arrivals dropped.
+    24 bytes per arrival instead of 190 (tracemalloc, 120,000 arrivals).
+    """
+
+    users: array[int]
+    recipients: array[int]
     """Offsets into ``to``: request i sends to ``to[recipients[i]:recipients[i + 1]]``."""
-    to: list[int]
-    subjects: list[int]
-    html: list[int]
+    to: array[int]
+    subjects: array[int]
+    html: array[int]
+
+
+def _ints(values: NDArray[np.integer[Any]]) -> array[int]:
+    """``values`` as an array of C ints (every value here is below 2**31)."""
+    out = array("i")
+    out.frombytes(values.astype(np.intc).tobytes())
+    return out
 
 
 class GmailPayloads:
@@ -188,11 +205,11 @@ class GmailPayloads:
         np.cumsum(recipients, out=offsets[1:])
         html = np.clip(rng.lognormal(np.log(1500), 0.8, n), 50, 200_000).astype(np.int64)
         return GmailBatch(
-            users=self.user_rng.integers(0, self.users, n).tolist(),
-            recipients=offsets.tolist(),
-            to=rng.integers(0, 10_000, int(offsets[-1])).tolist(),
-            subjects=rng.integers(0, 1_000_000, n).tolist(),
-            html=html.tolist(),
+            users=_ints(self.user_rng.integers(0, self.users, n)),
+            recipients=_ints(offsets),
+            to=_ints(rng.integers(0, 10_000, int(offsets[-1]))),
+            subjects=_ints(rng.integers(0, 1_000_000, n)),
+            html=_ints(html),
         )
 
     def build(self, batch: GmailBatch, i: int) -> bytes:

@@ -4,10 +4,11 @@ aiohttp's client costs 80-150 us of CPU per request (a task, a request and a
 response object, header multidicts, timeout handles, a connector round trip),
 which is more than the whole per-request budget of a generator that aims at
 tens of thousands of requests per second on one core. A load generator needs
-far less: every request is known before it is due and can be serialised ahead,
-in bulk; the answer it needs is the status code (and, for the relay's two-step
-flow, one small JSON body). So this client is a pool of :class:`asyncio.Protocol`
-connections (uvloop's transports when uvloop runs the loop), each carrying one
+far less: every request's shape is known before it is due, drawn in bulk, and
+its bytes can be made just before they are written; the answer it needs is the
+status code (and, for the relay's two-step flow, one small JSON body). So this
+client is a pool of :class:`asyncio.Protocol` connections (uvloop's transports
+when uvloop runs the loop), each carrying one
 exchange at a time over HTTP/1.1 keep-alive (no pipelining: a pipelined
 generator would measure its own queue, not the target), with responses parsed by
 ``httptools`` (the C parser uvicorn uses, by uvloop's authors: chunked bodies,
@@ -45,6 +46,8 @@ CONNECTION_ERROR = -2
 """The connection could not be opened, or closed before a complete answer."""
 ABANDONED = -3
 """Still unanswered when the pool was closed (the run's grace ran out)."""
+RENDER_ERROR = -4
+"""The request's bytes could not be made (a bug: the first such error goes to the loop's exception handler)."""
 
 
 class Exchange:
@@ -68,8 +71,8 @@ class Exchange:
     ) -> None:
         self.payload = payload
         self.source = source
+        """What the pool's ``render`` makes the bytes from, with ``index``, when ``payload`` is None."""
         self.index = index
-        """What ``render`` needs to make the bytes when ``payload`` is None."""
         self.started = started
         """perf_counter() when the request was due to start (the caller's reference point)."""
         self.submitted = 0.0
@@ -161,16 +164,15 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the pool ------------------------------------------------------------------------
     def send(self, ex: Exchange) -> None:
+        """Write ``ex`` (its bytes made already, see :meth:`Pool._render`)."""
         assert self.transport is not None
+        assert ex.payload is not None
         self.current = ex
         if self.closed or self.transport.is_closing():
             self._fail(CONNECTION_ERROR)
             return
-        payload = ex.payload
-        if payload is None:
-            payload = self.pool.render(ex.source, ex.index)
         try:
-            self.transport.write(payload)
+            self.transport.write(ex.payload)
         except (RuntimeError, OSError):  # uvloop raises on a handle closed under us
             self._fail(CONNECTION_ERROR)
 
@@ -194,14 +196,15 @@ class Pool:
     """Up to ``limit`` keep-alive connections to one origin, sharing one FIFO of waiting exchanges.
 
     An exchange submitted without its bytes gets them from ``render`` when a connection
-    takes it (with the next few waiting, see :meth:`_render_ahead`). A generator that
+    takes it (with the next few waiting, see :meth:`_render_ahead`); what its ``source``
+    holds stays alive while it waits, so it should be compact. A generator that
     falls behind holds a backlog of up to ``--max-in-flight`` exchanges. When the driver
     made each request's bytes as it came due, a backlog of 10,000 (about 28 MB of Gmail
     bodies) was cold in the cache by the time it was written: against nginx the driver
     then finished 6-14% fewer requests per second than with a backlog of 512, so a run
     that fell behind for a moment got slower still, just when it had to catch up. Made
-    when taken, the backlog costs nothing, and an exchange that times out waiting is
-    never made at all.
+    when taken, the backlog costs no throughput, and an exchange that times out waiting
+    is made only if it was among the :data:`RENDER_AHEAD` made together.
     """
 
     def __init__(
@@ -219,6 +222,8 @@ class Pool:
         self.port = port
         self.on_done = on_done
         self.render: Render = render or _no_render
+        self.render_errors = 0
+        """Exchanges finished as :data:`RENDER_ERROR`."""
         self.limit = limit
         self.timeout = timeout
         self.ssl_context = ssl_context
@@ -261,6 +266,8 @@ class Pool:
         self.outstanding += 1
         if self._closing:
             self.finish(ex, ABANDONED)
+            return
+        if ex.payload is None and self.idle and not self._render(ex):
             return
         while self.idle:
             conn = self.idle.pop()
@@ -329,28 +336,47 @@ class Pool:
     def idle_again(self, conn: _Connection) -> None:
         """``conn`` can carry another exchange: the oldest waiting one, or it goes idle."""
         self.busy.discard(conn)
-        if self.waiting and not self._closing:
-            self.busy.add(conn)
+        while self.waiting and not self._closing:
             ex = self.waiting.popleft()
-            if ex.payload is None:
-                self._render_ahead(ex)
+            if ex.payload is None and not self._render_ahead(ex):
+                continue  # finished as RENDER_ERROR: the next one
+            self.busy.add(conn)
             conn.send(ex)
-        else:
-            self.idle.append(conn)
+            return
+        self.idle.append(conn)
 
-    def _render_ahead(self, ex: Exchange) -> None:
-        """Make the bytes of ``ex`` and of the next waiting exchanges, :data:`RENDER_AHEAD` in all.
+    def _render(self, ex: Exchange) -> bool:
+        """Make the bytes of ``ex``; False (and ``ex`` finished as :data:`RENDER_ERROR`) if ``render`` raised."""
+        try:
+            ex.payload = self.render(ex.source, ex.index)
+        except Exception as e:  # noqa: BLE001 - any failure is this exchange's; the run goes on
+            self.render_errors += 1
+            if self.render_errors == 1 and self._loop is not None:
+                self._loop.call_exception_handler(
+                    {"message": "could not make a request's bytes; such requests end as render_error", "exception": e}
+                )
+            self.finish(ex, RENDER_ERROR)
+            return False
+        return True
+
+    def _render_ahead(self, ex: Exchange) -> bool:
+        """:meth:`_render` ``ex`` and make the bytes of the next waiting ones too, :data:`RENDER_AHEAD` in all.
 
         Made one at a time, each between the answers that free the connections, the
         driver's maximum fell by about 8% (the interpreter and caches go cold between
         them); a few dozen at once cost no more than making them as they came due, and
         keep what is made ahead to about 100 KB.
         """
+        if not self._render(ex):
+            return False
         render = self.render
-        ex.payload = render(ex.source, ex.index)
         for nxt in itertools.islice(self.waiting, RENDER_AHEAD - 1):
             if nxt.payload is None:
-                nxt.payload = render(nxt.source, nxt.index)
+                try:
+                    nxt.payload = render(nxt.source, nxt.index)
+                except Exception:  # noqa: BLE001 - it fails again, and is finished, when a connection takes it
+                    break
+        return True
 
     def forget(self, conn: _Connection) -> None:
         """Take ``conn`` out of ``busy`` and ``idle`` (it is closed)."""
