@@ -48,6 +48,7 @@ class Served:
         self.connections = 0
         self.server: asyncio.Server | None = None
         self.pool: wire.Pool | None = None
+        self.render: wire.Render | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -64,7 +65,9 @@ class Served:
     async def start(self) -> wire.Pool:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         port = self.server.sockets[0].getsockname()[1]
-        self.pool = wire.Pool("127.0.0.1", port, self._on_done, limit=self.limit, timeout=self.timeout)
+        self.pool = wire.Pool(
+            "127.0.0.1", port, self._on_done, limit=self.limit, timeout=self.timeout, render=self.render
+        )
         self.pool.start()
         return self.pool
 
@@ -279,35 +282,30 @@ async def _test_a_connect_that_hangs_gives_its_slot_back_after_the_timeout() -> 
         listener.close()
 
 
-class Rendering:
-    """A pool with a ``render`` that records what it made (``index`` is the exchange's number), at a raw server."""
+class Rendering(Served):
+    """One connection, exchanges without bytes, and a ``render`` that records what it made.
+
+    ``index`` is the exchange's number; ``events`` has ("render", n) and ("done STATUS", n) in order.
+    """
 
     def __init__(self, handler: Handler, *, timeout: float = 5.0, fail: int | None = None) -> None:
-        self.served = Served(handler)  # for its handler wrapper, which closes each connection
-        self.timeout = timeout
+        super().__init__(handler, limit=1, timeout=timeout)
+        self.render = self._render
         self.fail = fail
         """The exchange whose render raises."""
         self.events: list[tuple[str, int]] = []
-        self.server: asyncio.Server | None = None
-        self.pool: wire.Pool | None = None
 
-    def render(self, _source: object, index: int) -> bytes:
+    def _render(self, _source: object, index: int) -> bytes:
         self.events.append(("render", index))
         if index == self.fail:
             raise ValueError("no bytes for this one")
         return REQUEST
 
-    def on_done(self, ex: wire.Exchange, status: int) -> None:
+    def _on_done(self, ex: wire.Exchange, status: int) -> None:
+        super()._on_done(ex, status)
         self.events.append((f"done {status}", ex.index))
 
-    async def start(self) -> wire.Pool:
-        self.server = await asyncio.start_server(self.served._handle, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        self.pool = wire.Pool("127.0.0.1", port, self.on_done, limit=1, timeout=self.timeout, render=self.render)
-        self.pool.start()
-        return self.pool
-
-    def submit(self, first: int, n: int) -> None:
+    def submit_numbered(self, first: int, n: int) -> None:
         assert self.pool is not None
         for i in range(first, first + n):
             self.pool.submit(wire.Exchange(None, time.perf_counter(), source="batch", index=i))
@@ -315,25 +313,13 @@ class Rendering:
     def dones(self) -> list[tuple[str, int]]:
         return [e for e in self.events if e[0].startswith("done")]
 
-    async def wait(self, n: int) -> None:
-        deadline = time.monotonic() + 5
-        while len(self.dones()) < n and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-
-    async def stop(self) -> None:
-        if self.pool is not None:
-            await self.pool.aclose()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
 
 async def _test_waiting_exchanges_get_their_bytes_a_few_dozen_at_a_time_when_taken() -> None:
     ahead, n = wire.RENDER_AHEAD, wire.RENDER_AHEAD + 8
     r = Rendering(keep_alive)
     await r.start()
     try:
-        r.submit(0, n)  # no connection yet: all wait, none made
+        r.submit_numbered(0, n)  # no connection yet: all wait, none made
         assert r.events == []
         await r.wait(n)
     finally:
@@ -357,10 +343,10 @@ async def _test_an_exchange_is_made_when_an_idle_connection_takes_it_and_never_i
     pool = await r.start()
     try:
         assert await pool.warm(1, within=5.0) == 1
-        r.submit(0, 1)  # an idle connection: made and written at once
+        r.submit_numbered(0, 1)  # an idle connection: made and written at once
         assert r.events == [("render", 0)]
         await asyncio.wait_for(answered.wait(), 5.0)
-        r.submit(1, wire.RENDER_AHEAD + 3)  # the connection is busy: they wait
+        r.submit_numbered(1, wire.RENDER_AHEAD + 3)  # the connection is busy: they wait
     finally:
         await r.stop()  # the one on the wire and those waiting end unanswered, never made
     n = wire.RENDER_AHEAD + 4
@@ -379,10 +365,10 @@ async def _test_a_request_whose_bytes_cannot_be_made_ends_alone_and_the_pool_goe
             await pool.warm(1, within=5.0)
             if first_batch:  # one at a time, each on the idle connection
                 for i in range(6):
-                    r.submit(i, 1)
+                    r.submit_numbered(i, 1)
                     await r.wait(i + 1)
             else:  # all at once: the queue
-                r.submit(0, 6)
+                r.submit_numbered(0, 6)
                 await r.wait(6)
         finally:
             await r.stop()
@@ -390,7 +376,7 @@ async def _test_a_request_whose_bytes_cannot_be_made_ends_alone_and_the_pool_goe
             [("done 200", i) for i in range(6) if i != fail] + [(f"done {wire.RENDER_ERROR}", fail)]
         )
         assert pool.render_errors == 1
-        assert r.served.connections == 1
+        assert r.connections == 1
         assert pool.outstanding == 0
 
 
