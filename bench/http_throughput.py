@@ -30,8 +30,8 @@ before it, because this VM's speed drifts by about 10% over minutes: a target
 taken from the median of runs minutes earlier tests the drift as well as the
 driver. (At d143885 the hold held 3 of 3 in one bench and 1 of 3 in the next;
 most of that was the driver slowing down when it fell behind, mended in
-836f3e6: see bench/README.md.) The same flags as above
-(even arrivals, ``--connections``) but the in-flight cap ``loadsim run`` has by
+836f3e6: see bench/README.md.) The same flags as above (even arrivals,
+``--connections``) but the in-flight cap ``loadsim run`` has by
 default (``--hold-max-in-flight``, 10,000) instead of the max runs' 512. Under
 deliberate overload a small cap keeps the max runs from measuring their own queue;
 at a fixed target it would turn any 10 ms hiccup of this shared 2-core VM (the max
@@ -62,12 +62,12 @@ the driver kept up all through, stalls included. The figure holds when every hol
 run holds; ``--check`` fails (exit 2) when it does not.
 
 Naive and Locust post one fixed body: a gmail ``{"raw": ...}`` body that
-loadsim's own driver builds (GmailPayloads), the one closest to the mean size of 4096 draws, to the
-same 50 user paths in turn; loadsim draws a fresh body for every request.
+loadsim's own driver builds (GmailPayloads), the one closest to the mean size
+of 4096 draws, to the same 50 user paths in turn; loadsim draws a fresh body for every request.
 
 Each figure is the median of ``--repeats`` runs (default 3, 1 with ``--quick``)
-with min..max; rounds are interleaved (loadsim, its hold run, naive, Locust, paced runs, loadsim, ...) so
-a noisy neighbour hurts all three alike. The CPU share of the generator and of
+with min..max; rounds are interleaved (loadsim, its hold run, naive, Locust,
+the paced runs, loadsim, ...) so a noisy neighbour hurts all three alike. The CPU share of the generator and of
 nginx over the steady part of each run is sampled from ``/proc``: the generator
 near 100% and nginx well below it means the figure is the generator's ceiling.
 

@@ -492,7 +492,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer sends: finishes in under ~15 s")
     p.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is reported (default 3)")
     p.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last allowed CPU)")
-    p.add_argument("--rate", type=float, default=SIM_RATE, help="simulated send rate per second (default 2e6)")
+    p.add_argument(
+        "--rate", type=float, default=SIM_RATE, help=f"simulated send rate per second (default {SIM_RATE:,.0f})"
+    )
     p.add_argument("--engine-sends", type=int, default=None, help="sends per engine and floor run")
     p.add_argument("--per-event-sends", type=int, default=None, help="sends per per-event run")
     p.add_argument("--budget", type=float, default=None, help="wall-time budget in seconds for all timed runs")

@@ -167,7 +167,7 @@ def _http_args(p: argparse.ArgumentParser) -> None:
 
 
 def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
-    from loadsim.drivers.http import HttpOptions, check_target, peak_rate
+    from loadsim.drivers.http import HttpOptions, check_target, peak_rate, tls_context
 
     problems: list[Problem] = []
     if args.target is None:
@@ -182,7 +182,7 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
     ca_file = args.ca_file
     if ca_file is not None:
         try:  # read it now: a bad file is a usage error, not a failure at the first connection
-            ssl.create_default_context().load_verify_locations(cafile=ca_file)
+            tls_context(ca_file)
         except (OSError, ssl.SSLError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
             problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))

@@ -403,11 +403,7 @@ class HttpDriver:
 
     async def _open_pool(self) -> wire.Pool:
         """The connection pool, its first connections open before the clock starts."""
-        context = None
-        if self.wire.tls:
-            context = ssl.create_default_context()
-            if self.options.ca_file is not None:
-                context.load_verify_locations(cafile=self.options.ca_file)
+        context = tls_context(self.options.ca_file) if self.wire.tls else None
         pool = wire.Pool(
             self.wire.host,
             self.wire.port,
@@ -546,6 +542,17 @@ class HttpDriver:
             dropped=dropped,
             in_flight=self._in_flight,
         )
+
+
+def tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The client TLS context: the system's CAs, plus ``ca_file`` (PEM) when given.
+
+    Raises ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be used.
+    """
+    context = ssl.create_default_context()
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
 
 
 def _classify(status: int) -> str:

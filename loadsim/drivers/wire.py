@@ -8,9 +8,9 @@ far less: every request's shape is known before it is due, drawn in bulk, and
 its bytes can be made just before they are written; the answer it needs is the
 status code (and, for the relay's two-step flow, one small JSON body). So this
 client is a pool of :class:`asyncio.Protocol` connections (uvloop's transports
-when uvloop runs the loop), each carrying one
-exchange at a time over HTTP/1.1 keep-alive (no pipelining: a pipelined
-generator would measure its own queue, not the target), with responses parsed by
+when uvloop runs the loop), each carrying one exchange at a time over HTTP/1.1
+keep-alive (no pipelining: a pipelined generator would measure its own queue,
+not the target), with responses parsed by
 ``httptools`` (the C parser uvicorn uses, by uvloop's authors: chunked bodies,
 ``Connection: close`` and keep-alive rules are its job, not ours). Completion is a
 callback, ``on_done(exchange, status)``.
