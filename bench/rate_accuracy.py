@@ -79,7 +79,7 @@ from bench._common import (
     spread,
     watchdog,
 )
-from loadsim.engine.clock import VirtualClock, WallClock
+from loadsim.clock import VirtualClock, WallClock
 from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.logs import get_logger

@@ -57,8 +57,9 @@ if __package__ in {None, ""}:  # run as a file: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import cancel_watchdog, default_json, environment, pin, watchdog
+from loadsim import contract as c
 from loadsim.arrivals import Arrivals
-from loadsim.engine.clock import VirtualClock
+from loadsim.clock import VirtualClock
 from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.model import catalog
@@ -66,7 +67,6 @@ from loadsim.model.params import ModelParams
 from loadsim.model.sampler import MAX_ATTACHMENTS, OutcomeModel, lognormal_params
 from loadsim.plan import RunPlan, build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks import contract as c
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadsim.engine.clock import VirtualClock
+from loadsim.clock import VirtualClock
 from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.plan import build_plan

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
+from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
-from loadsim.sinks.metrics_server import DEFAULT_LISTEN, ListenAddress
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import format_duration, parse_duration, parse_rate
 
@@ -353,7 +353,7 @@ def _fake_gmail(args: argparse.Namespace) -> int:
 
 
 def _scale_rules(args: argparse.Namespace) -> int:
-    from loadsim.verify.matrix import RELAY_CONFIG
+    from loadsim.relayconfig import RELAY_CONFIG
     from loadsim.verify.scaling import write_scaled
 
     files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
@@ -378,7 +378,7 @@ def _drill(args: argparse.Namespace) -> int:
         host = urlsplit(url).hostname
         if not host or urlsplit(url).scheme not in ("http", "https"):
             problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
-        elif not ListenAddress(host, 0).is_loopback and host not in allowed:
+        elif not is_loopback(host) and host not in allowed:
             problems.append(Problem(option, "", f"{host} is not on loopback; allow it with --allow-host {host}"))
     if problems:
         raise ConfigError(problems)
@@ -506,7 +506,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
     allowed = _allowed_hosts(args)
-    if not ListenAddress(target.host, 0).is_loopback and target.host not in allowed:
+    if not is_loopback(target.host) and target.host not in allowed:
         problems.append(
             Problem(
                 "--pushgateway",

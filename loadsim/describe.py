@@ -13,13 +13,13 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from loadsim.contract import LATENCY_BUCKETS, MIME_BUCKETS
 from loadsim.model import catalog
 from loadsim.model.params import ModelParams
 from loadsim.model.sampler import OutcomeModel
 from loadsim.overlays.state import RunState
 from loadsim.plan import RunPlan
 from loadsim.promql import histogram_quantile
-from loadsim.sinks.contract import LATENCY_BUCKETS, MIME_BUCKETS
 from loadsim.units import format_duration
 
 _SPARK = " ▁▂▃▄▅▆▇█"

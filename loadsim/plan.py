@@ -16,6 +16,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from loadsim.arrivals import ArrivalKind
+from loadsim.contract import MetricOptions
 from loadsim.errors import ConfigError, Problem
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
@@ -33,7 +34,6 @@ from loadsim.profile import (
     error_message,
 )
 from loadsim.schedule import SECONDS_PER_DAY, Constant, Diurnal, Ramp, Schedule, Segment, Steps
-from loadsim.sinks.relay_metrics import MetricOptions
 from loadsim.units import format_duration, parse_duration, parse_rate
 
 

@@ -20,17 +20,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from loadsim.clock import Clock, VirtualClock, WallClock
 from loadsim.drivers.http import HttpDriver, HttpOptions
 from loadsim.engine import checkpoint
 from loadsim.engine.checkpoint import Checkpoint
-from loadsim.engine.clock import Clock, VirtualClock, WallClock
 from loadsim.engine.loop import Engine, RunResult
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import ConfigError
 from loadsim.logs import get_logger
+from loadsim.net import ListenAddress
 from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.metrics_server import ListenAddress, MetricsServer
+from loadsim.sinks.metrics_server import MetricsServer
 from loadsim.sinks.progress import Progress
 from loadsim.sinks.pushgateway import Pusher, PushTarget
 from loadsim.sinks.relay_metrics import RelayMetrics

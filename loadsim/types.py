@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from loadsim.engine.clock import Clock
+from loadsim.clock import Clock
 from loadsim.model.sampler import Executions, StartEffects
 
 __all__ = ["Clock", "Executions", "Sink", "StartEffects", "WindowObserver"]

@@ -20,7 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadsim.engine.clock import VirtualClock
+from loadsim.clock import VirtualClock
 from loadsim.engine.loop import Engine, RunResult
 from loadsim.engine.seeds import RunRandom
 from loadsim.plan import RunPlan, build_plan

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from loadsim.relayconfig import RELAY_CONFIG
 from loadsim.testing.stack import Binaries, BinaryNotFoundError, Stack
-from loadsim.verify.matrix import RELAY_CONFIG
 
 pytestmark = pytest.mark.stack
 

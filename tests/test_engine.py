@@ -216,7 +216,7 @@ def test_wall_clock_reads_finer_than_uvloops_millisecond() -> None:
     # not be, or tick lateness under-reads by up to 1 ms. No sleep: readings within one callback.
     import uvloop
 
-    from loadsim.engine.clock import WallClock
+    from loadsim.clock import WallClock
 
     async def readings() -> list[float]:
         clock = WallClock(origin_offset=5.0)

@@ -40,7 +40,7 @@ from loadsim.fakegmail import (
     serve,
 )
 from loadsim.model.params import LatencyParams, ModelParams
-from loadsim.sinks.metrics_server import ListenAddress
+from loadsim.net import ListenAddress
 
 LOOPBACK = ListenAddress("127.0.0.1", 0)
 FAST = LatencyParams(p50=0.001, p95=0.002, tail_fraction=0.0, network_error_p50=0.002)

@@ -233,7 +233,7 @@ class FakeGmailThread(LoopThread):
 
     async def start(self) -> str:
         from loadsim.fakegmail import serve
-        from loadsim.sinks.metrics_server import ListenAddress
+        from loadsim.net import ListenAddress
 
         self.fake = await serve(ListenAddress("127.0.0.1", 0), seed=3, params=self.params, quota=None, max_hold=0.5)  # type: ignore[arg-type]
         return str(self.fake.url)

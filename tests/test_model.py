@@ -11,6 +11,7 @@ import pytest
 from conftest import Samples, buckets, scrape, total
 from prometheus_client import CollectorRegistry
 
+from loadsim.contract import MetricOptions
 from loadsim.model import catalog
 from loadsim.model.params import (
     AttachmentParams,
@@ -20,7 +21,7 @@ from loadsim.model.params import (
     default_error_probabilities,
 )
 from loadsim.model.sampler import MAX_ATTACHMENTS, Z95, Executions, OutcomeModel, StartEffects
-from loadsim.sinks.relay_metrics import MetricOptions, RelayMetrics
+from loadsim.sinks.relay_metrics import RelayMetrics
 
 NO_ERRORS = dict.fromkeys(default_error_probabilities(), 0.0)
 QUIET_MIME = MimeParams(base_p50=1e-6, base_p95=2e-6, per_attachment=0.0, per_megabyte=0.0)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from loadsim.engine.clock import VirtualClock
+from loadsim.clock import VirtualClock
 from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import ConfigError

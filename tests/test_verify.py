@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from loadsim.overlays.scenarios import SCENARIOS
-from loadsim.verify.matrix import RELAY_CONFIG, Case, default_cases, default_rule_sets, run_matrix
+from loadsim.relayconfig import RELAY_CONFIG
+from loadsim.verify.matrix import Case, default_cases, default_rule_sets, run_matrix
 from loadsim.verify.promtool import encode_values, parse_first_firing
 
 RECORDING = RELAY_CONFIG / "prometheus" / "prometheus-recording.yml"

@@ -59,8 +59,8 @@ from loadsim.drivers.templates import (
 )
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import Problem
+from loadsim.net import is_loopback
 from loadsim.plan import RunPlan
-from loadsim.sinks.metrics_server import ListenAddress
 from loadsim.sinks.relay_metrics import bucket_counts, render_buckets
 
 HDR_MAX_US = 600_000_000
@@ -100,7 +100,7 @@ def check_target(
         return [Problem("--target", "", f"expected a URL such as http://127.0.0.1:9480, got {target!r}")]
     if template not in TEMPLATES:
         problems.append(Problem("--template", "", f"expected one of {', '.join(TEMPLATES)}, got {template!r}"))
-    if not ListenAddress(host, 0).is_loopback:
+    if not is_loopback(host):
         if host not in allowed:
             problems.append(
                 Problem("--target", "", f"{host} is not on loopback; name it with --allow-target {host} to send to it")

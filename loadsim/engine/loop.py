@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from loadsim.arrivals import Arrivals
-from loadsim.engine.clock import Clock
+from loadsim.clock import Clock
 from loadsim.engine.inflight import InFlight
 from loadsim.engine.seeds import RunRandom
 from loadsim.model.controller import ControllerHeartbeat

@@ -21,8 +21,8 @@ from loadsim.fakegmail.quota import DEFAULT_BURST, DEFAULT_RATE, QuotaParams
 from loadsim.fakegmail.server import DEFAULT_LISTEN, DEFAULT_MAX_HOLD, FakeGmail, FakeGmailConfig
 from loadsim.logs import LEVELS, configure, get_logger
 from loadsim.model.params import ModelParams
+from loadsim.net import ListenAddress
 from loadsim.profile import load_profile
-from loadsim.sinks.metrics_server import ListenAddress
 from loadsim.units import parse_duration, parse_rate
 
 HELP = "serve a fake Gmail send API whose answers follow the outcome model (with a control API for faults)"

@@ -61,8 +61,8 @@ from loadsim.fakegmail.outcomes import DEFAULT_BATCH, Call, CallSampler
 from loadsim.fakegmail.quota import QuotaParams, UserQuota, retry_after_header
 from loadsim.fakegmail.responses import GmailError
 from loadsim.model.params import ModelParams
+from loadsim.net import ListenAddress
 from loadsim.overlays.timeline import Active
-from loadsim.sinks.metrics_server import ListenAddress
 
 DEFAULT_LISTEN = "127.0.0.1:9480"
 SEND_PATH = "/gmail/v1/users/{user_id}/messages/send"

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from loadsim.sinks.contract import CONTROLLER_RESULTS, CONTROLLER_RUN_STATUSES
+from loadsim.contract import CONTROLLER_RESULTS, CONTROLLER_RUN_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

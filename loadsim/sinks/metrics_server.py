@@ -9,36 +9,11 @@ engine.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-DEFAULT_LISTEN = "127.0.0.1:9477"
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    """A host and port to listen on."""
-
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> ListenAddress:
-        """``HOST:PORT``, ``:PORT`` (loopback) or ``[::1]:PORT``; raises ValueError."""
-        host, sep, port_text = text.rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            msg = f"expected HOST:PORT such as 127.0.0.1:9477, got {text!r}"
-            raise ValueError(msg)
-        host = host.strip("[]") or "127.0.0.1"
-        return cls(host, int(port_text))
-
-    @property
-    def is_loopback(self) -> bool:
-        """Only reachable from this machine."""
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+from loadsim.net import ListenAddress
 
 
 class MetricsServer:

@@ -26,9 +26,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from loadsim import contract as c
+from loadsim.contract import MetricOptions
 from loadsim.model import catalog
 from loadsim.model.sampler import Executions, StartEffects
-from loadsim.sinks import contract as c
 
 FloatArray = NDArray[np.float64]
 
@@ -47,18 +48,6 @@ def render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[t
     cumulative = np.cumsum(counts)
     labels = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
     return [(le, float(v)) for le, v in zip(labels, cumulative, strict=True)]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricOptions:
-    """Optional labels newer relay versions (or richer rules) expect; all off by default."""
-
-    status_label: bool = False
-    """Add ``status`` to ``action_latency_seconds`` so the ``*_by_result`` rules fill."""
-    workspace_ids: tuple[str, ...] = ()
-    """Add ``workspace_id`` to ``action_exec_total``, splitting executions over these ids."""
-    workspace_weights: tuple[float, ...] = ()
-    controller_feature: str = c.PROVIDER
 
 
 class RelayMetrics(Collector):

@@ -212,7 +212,7 @@ def _free_port() -> int:
 
 def default_relay_dir() -> Path:
     """The project's relay config (``deploy/relay``, or ``$LOADSIM_RELAY_CONFIG``)."""
-    from loadsim.verify.matrix import RELAY_CONFIG
+    from loadsim.relayconfig import RELAY_CONFIG
 
     return RELAY_CONFIG
 

@@ -13,7 +13,6 @@ outside loadsim's contract and never judged.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -24,21 +23,18 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from loadsim.engine.clock import VirtualClock
+from loadsim.clock import VirtualClock
 from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.overlays.scenarios import ALL_ALERTS, SCENARIOS, STALLED
 from loadsim.plan import build_plan
 from loadsim.profile import parse_profile
+from loadsim.relayconfig import RELAY_CONFIG
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
 from loadsim.verify.promtool import PromtoolCase, first_firing
 from loadsim.verify.recorder import ScrapeRecorder
-
-RELAY_CONFIG = Path(os.environ.get("LOADSIM_RELAY_CONFIG") or Path(__file__).resolve().parents[2] / "deploy" / "relay")
-"""The project's copy of the relay's observability config: ``deploy/relay`` of the checkout,
-or ``$LOADSIM_RELAY_CONFIG`` (the container image sets ``/app/deploy/relay``)."""
 
 LEAD = 20 * 60.0
 """Healthy traffic before the overlay: every 5-minute window is full when it starts."""

@@ -2,10 +2,13 @@
 
 Taken from the relay's own code (see ``deploy/relay/README.md``). Changing any
 of these breaks the relay's recording rules, alerts and dashboards, so tests
-pin them.
+pin them. :class:`MetricOptions` are the label variants a profile can ask for;
+config, model and sinks all read this module, and it reads nothing of loadsim.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 PROVIDER = "google"
 ACTION = "gmail.send"
@@ -46,3 +49,15 @@ HELP = {
     CONTROLLER_CHANGES: "Rollout controller percentage changes",
     CONTROLLER_PERCENT: "Rollout controller current percentage",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class MetricOptions:
+    """Optional labels newer relay versions (or richer rules) expect; all off by default."""
+
+    status_label: bool = False
+    """Add ``status`` to ``action_latency_seconds`` so the ``*_by_result`` rules fill."""
+    workspace_ids: tuple[str, ...] = ()
+    """Add ``workspace_id`` to ``action_exec_total``, splitting executions over these ids."""
+    workspace_weights: tuple[float, ...] = ()
+    controller_feature: str = PROVIDER
