@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from loadsim.clock import WallClock
 from loadsim.errors import EXIT_OK, ConfigError, Problem
 from loadsim.fakegmail.quota import DEFAULT_BURST, DEFAULT_RATE, QuotaParams
 from loadsim.fakegmail.server import DEFAULT_LISTEN, DEFAULT_MAX_HOLD, FakeGmail, FakeGmailConfig
@@ -128,7 +129,7 @@ async def run_from_args(
     address, config = config_from_args(args)
     configure(args.log_level)
     log = get_logger(component="fakegmail")
-    fake = FakeGmail(config, log=log)
+    fake = FakeGmail(config, clock=WallClock(), log=log)
     try:
         await fake.start(address)
     except OSError as e:

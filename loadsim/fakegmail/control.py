@@ -8,12 +8,20 @@
     DELETE /control/overlays/{scenario}  stop it now
 
 Overlays are the simulator's own scenarios (:mod:`loadsim.overlays.scenarios`) on a
-live :class:`~loadsim.overlays.timeline.Timeline` whose clock is seconds since the
-server started: POST calls ``start_now`` (and sets a timer that calls ``stop_now``
-when a duration is given; without one the overlay runs until deleted), DELETE calls
+live :class:`~loadsim.overlays.timeline.Timeline` whose time is seconds since the
+server started, on the server's :class:`~loadsim.clock.Clock`: POST calls
+``start_now`` (and, when a duration is given, sets a timer on that clock that calls
+``stop_now``; without one the overlay runs until deleted), DELETE calls
 ``stop_now``. Each change recomputes the Gmail-side model once; requests in flight
 keep the outcome they drew. ``magnitude`` (0 to 1, default 1) scales the scenario
 as a profile's overlay does.
+
+``duration`` is a duration string (``"15m"``, ``"250ms"``), a number of seconds
+(``900``, ``0.25``) or ``null`` (until deleted). A client that ends its overlays
+itself, as the HTTP driver does (``{"scenario": name, "duration": seconds, "options":
+{...}, "magnitude": x}`` at the start, DELETE at the end), may find the timer got
+there first: that DELETE is answered 404 saying the overlay already expired, and
+can be taken as done.
 
 Only scenarios that change what Gmail answers are accepted (``error-rate-*``,
 ``latency-*``, ``rate-limit-storm``). The others act inside the relay or the
@@ -30,7 +38,6 @@ Bad input is answered 400 with every problem at once, each naming its key::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -40,6 +47,7 @@ from typing import Any
 
 from aiohttp import web
 
+from loadsim.clock import Clock, Timer
 from loadsim.fakegmail.outcomes import gmail_signature
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
@@ -175,31 +183,24 @@ OnChange = Callable[[ModelParams, list[Active]], None]
 
 
 class LiveOverlays:
-    """Overlays started and stopped now, on a timeline whose clock is seconds since creation."""
+    """Overlays started and stopped now, on a timeline whose time is ``clock``'s seconds since creation."""
 
-    def __init__(
-        self,
-        base: ModelParams,
-        on_change: OnChange,
-        *,
-        clock: Callable[[], float],
-        wall: Callable[[], float],
-        log: Any = None,
-    ) -> None:
+    def __init__(self, base: ModelParams, on_change: OnChange, *, clock: Clock, log: Any = None) -> None:
         self.base = RunState(model=base, controller=ControllerParams())
         self.timeline = Timeline()
         self.scenarios = gmail_scenarios(self.base)
         self._on_change = on_change
         self._clock = clock
-        self._wall = wall
-        self._t0 = clock()
+        self._t0 = clock.now()
         self._log = log
-        self._timers: dict[str, tuple[asyncio.TimerHandle, float]] = {}
-        """scenario -> (the timer that stops it, its end in timeline time)."""
+        self._timers: dict[str, tuple[Timer, float, float]] = {}
+        """scenario -> (the timer that stops it, its duration, its end in timeline time)."""
+        self._expired: dict[str, tuple[float, float]] = {}
+        """scenario -> (when its timer stopped it, its duration), until it starts again."""
 
     def now(self) -> float:
         """Timeline time: seconds since creation."""
-        return self._clock() - self._t0
+        return self._clock.now() - self._t0
 
     def active(self) -> list[Active]:
         """The overlays acting now."""
@@ -220,9 +221,10 @@ class LiveOverlays:
         except ValueError as e:
             raise ControlError([("options", f"{name} cannot apply with the overlays in force: {e}")]) from None
         overlay = self.timeline.start_now(request.scenario, t, request.options, request.magnitude)
+        self._expired.pop(name, None)
         if request.duration is not None:
-            handle = asyncio.get_running_loop().call_later(request.duration, self._expire, name)
-            self._timers[name] = (handle, t + request.duration)
+            timer = self._clock.call_later(request.duration, self._expire, name, request.duration)
+            self._timers[name] = (timer, request.duration, t + request.duration)
         if self._log is not None:
             self._log.info("fakegmail.overlay.start", duration_seconds=request.duration, **_describe(overlay))
         self._changed(t)
@@ -243,8 +245,8 @@ class LiveOverlays:
 
     def close(self) -> None:
         """Cancel the timers (the server is stopping)."""
-        for handle, _ in self._timers.values():
-            handle.cancel()
+        for timer, _, _ in self._timers.values():
+            timer.cancel()
         self._timers.clear()
 
     def describe(self) -> list[dict[str, Any]]:
@@ -256,16 +258,25 @@ class LiveOverlays:
             out.append(
                 {
                     **_describe(a.overlay),
-                    "started_at": _iso(self._wall() - (t - a.overlay.start)),
+                    "started_at": _iso(self._clock.wall() - (t - a.overlay.start)),
                     "running_seconds": round(t - a.overlay.start, 3),
-                    "ends_in_seconds": None if timer is None else round(max(timer[1] - t, 0.0), 3),
+                    "ends_in_seconds": None if timer is None else round(max(timer[2] - t, 0.0), 3),
                 }
             )
         return out
 
-    def _expire(self, name: str) -> None:
+    def expired(self, name: str) -> str | None:
+        """How long ago ``name`` was stopped by its own duration, when that is why it is not active."""
+        ended = self._expired.get(name)
+        if ended is None:
+            return None
+        at, duration = ended
+        return f"it expired {round(self.now() - at, 3):g} s ago, at the end of its {duration:g} s duration"
+
+    def _expire(self, name: str, duration: float) -> None:
         self._timers.pop(name, None)
-        self.stop(name)
+        if self.stop(name):
+            self._expired[name] = (self.now(), duration)
 
     def _changed(self, t: float) -> None:
         state, active = self.timeline.state_at(self.base, t)
@@ -318,6 +329,8 @@ class ControlRoutes:
         name = request.match_info["scenario"]
         if not self.overlays.stop(name):
             active = ", ".join(a.overlay.name for a in self.overlays.active()) or "none"
-            e = ControlError([("scenario", f"{name!r} is not active; active: {active}")], 404)
+            expired = self.overlays.expired(name)
+            why = "" if expired is None else f" ({expired})"
+            e = ControlError([("scenario", f"{name!r} is not active{why}; active: {active}")], 404)
             return web.json_response(e.body(), status=404)
         return web.json_response({"stopped": name, "gmail": self.figures()})

@@ -11,8 +11,9 @@ Worked example, rate 2.5/s and burst 10: a user that sends 20 messages at once g
 back, so it is refused with ``Retry-After: 1`` (whole seconds, rounded up). A user
 sending steadily at 2.5/s or slower is never refused.
 
-Time is an argument (seconds on any monotonic clock), so the bucket maths is a
-pure function of the calls made to it.
+Time is an argument (seconds on any monotonic clock; the server passes its
+:class:`~loadsim.clock.Clock`'s ``now()``), so the bucket maths is a pure function of
+the calls made to it.
 """
 
 from __future__ import annotations

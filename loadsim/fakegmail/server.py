@@ -15,7 +15,8 @@
    token when it is ``me`` (one token, one user). Over quota is a 429 with
    ``Retry-After`` (whole seconds), so rate limiting emerges from load;
 4. **outcome**: one draw from the outcome model's Gmail view
-   (:mod:`loadsim.fakegmail.outcomes`), then the sampled call latency is waited:
+   (:mod:`loadsim.fakegmail.outcomes`), then the sampled call latency is waited on
+   the server's :class:`~loadsim.clock.Clock`:
 
    * ``ok``: 200 ``{"id", "threadId", "labelIds": ["SENT"]}`` (a new thread's id is
      the message's id unless the body names a ``threadId``);
@@ -33,18 +34,21 @@ The same listener serves ``/healthz``, ``/metrics`` (``fakegmail_*``, its own
 registry) and the control API (:mod:`loadsim.fakegmail.control`). The control API
 can inject faults, so the default address is loopback; any other address is
 accepted as given and logged as a warning.
+
+Time comes from one injected :class:`~loadsim.clock.Clock` (a :class:`~loadsim.clock.WallClock`
+unless given): call latencies, held calls, the quota's refill, overlay ends and the
+ISO times in answers all read it, so a test on a :class:`~loadsim.clock.ManualClock`
+sees a 30 s hold or a 15 min overlay pass in one ``advance``. Only the network is
+real (and aiohttp's shutdown grace, which waits for sockets, not for the model).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
 import socket
 import struct
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -54,6 +58,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from loadsim.clock import Clock, WallClock
 from loadsim.fakegmail import responses
 from loadsim.fakegmail.control import ControlRoutes, LiveOverlays
 from loadsim.fakegmail.metrics import FakeGmailMetrics
@@ -122,19 +127,18 @@ class FakeGmail:
         self,
         config: FakeGmailConfig | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        clock: Clock | None = None,
         log: Any = None,
     ) -> None:
+        """``clock`` times every wait (latencies, held calls, overlay ends) and the quota (default: wall)."""
         self.config = config = config or FakeGmailConfig()
         self.log = log
-        self._clock = clock
-        self._wall = wall
+        self.clock = clock = clock or WallClock()
         outcomes, ids = np.random.SeedSequence(config.seed).spawn(2)
         self.sampler = CallSampler(config.params, np.random.Generator(np.random.PCG64(outcomes)), config.batch)
         self._ids = np.random.Generator(np.random.PCG64(ids))
         self.quota = None if config.quota is None else UserQuota(config.quota)
-        self.overlays = LiveOverlays(config.params, self._on_change, clock=clock, wall=wall, log=log)
+        self.overlays = LiveOverlays(config.params, self._on_change, clock=clock, log=log)
         self.metrics = FakeGmailMetrics(tuple(self.overlays.scenarios))
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_post(SEND_PATH, self._send)
@@ -226,10 +230,10 @@ class FakeGmail:
             return self._error(body)
         if self.quota is not None:
             user = request.match_info["user_id"]
-            wait = self.quota.take(token if user == "me" else user, self._clock())
+            wait = self.quota.take(token if user == "me" else user, self.clock.now())
             if wait > 0:
                 self.metrics.quota_rejections.inc()
-                error = responses.user_rate_limited(_iso(self._wall() + wait))
+                error = responses.user_rate_limited(_iso(self.clock.wall() + wait))
                 return self._error(error, {"Retry-After": retry_after_header(wait)})
         return await self._call(request, body)
 
@@ -238,9 +242,9 @@ class FakeGmail:
         call = self.sampler.next()
         self.metrics.outcomes.labels(outcome=call.outcome).inc()
         if call.outcome == "gmail_timeout":
-            await asyncio.sleep(min(call.latency, self.config.max_hold))
+            await self.clock.sleep(min(call.latency, self.config.max_hold))
             return self._error(responses.DEADLINE_EXCEEDED)
-        await asyncio.sleep(call.latency)
+        await self.clock.sleep(call.latency)
         if call.outcome == "gmail_network_error":
             return self._reset(request)
         error = self._gmail_error(call)
@@ -326,10 +330,15 @@ async def serve(
     params: ModelParams | None = None,
     quota: QuotaParams | None = QuotaParams(),  # noqa: B008 - frozen, shared safely
     max_hold: float = DEFAULT_MAX_HOLD,
+    clock: Clock | None = None,
     log: Any = None,
 ) -> FakeGmail:
-    """Start a fake Gmail on ``address`` and return it serving; ``await fake.stop()`` (or ``async with``) ends it."""
+    """Start a fake Gmail on ``address`` and return it serving; ``await fake.stop()`` (or ``async with``) ends it.
+
+    It waits on ``clock`` (a fresh :class:`WallClock` unless given): a test passes a
+    :class:`~loadsim.clock.ManualClock` and moves time itself.
+    """
     config = FakeGmailConfig(seed=seed, params=params or ModelParams(), quota=quota, max_hold=max_hold)
-    fake = FakeGmail(config, log=log)
+    fake = FakeGmail(config, clock=clock or WallClock(), log=log)
     await fake.start(address)
     return fake
