@@ -1,8 +1,7 @@
 """Does ``loadsim run`` hit its rate on the wall clock? Achieved rate, per-second counts and window lateness.
 
-Each run is the engine exactly as ``loadsim run`` assembles it (``loadsim.runner.execute``:
-a ``WallClock`` built first, then ``RelayMetrics``, ``HealthMetrics``, ``RunSummary`` and
-the ``Engine``, with progress off and no listener) on a constant rate, in its own
+Each run is the engine exactly as ``loadsim run`` assembles it (the one engine factory,
+``loadsim.runtime.factory.build``, with progress off and no listener) on a constant rate, in its own
 subprocess pinned to one core, so the event loop is clean: uvloop (what ``loadsim run``
 uses) or plain asyncio. Three things are added, none on the engine's code path:
 
@@ -60,7 +59,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry
 
 if __package__ in {None, ""}:  # run as a file: make `bench` and `loadsim` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,16 +77,13 @@ from bench._common import (
     spread,
     watchdog,
 )
-from loadsim.clock import VirtualClock, WallClock
+from loadsim.clock import WallClock
 from loadsim.engine.loop import Engine
-from loadsim.engine.seeds import RunRandom
 from loadsim.logs import get_logger
 from loadsim.plan import RunPlan, build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.progress import Progress
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
+from loadsim.runtime.factory import build
+from loadsim.sinks.progress import Progress, Reading
 
 DEFAULT_JSON = default_json("rate_accuracy")
 LOOPS = ("uvloop", "asyncio")
@@ -174,11 +169,7 @@ def profile_for(rate: float, arrivals: str, seconds: float, seed: int) -> dict[s
 async def warm_up(profile: dict[str, Any]) -> None:
     """Untimed: one virtual second of the same plan, so numpy, the model and the sinks are warm."""
     plan = run_plan({**profile, "duration": 1.0}, virtual=True)
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    await Engine(plan, VirtualClock(plan.epoch), random, relay, HealthMetrics(registry), RunSummary()).run()
+    await build(plan).engine.run()
 
 
 class Recording:
@@ -202,7 +193,7 @@ class Recording:
         if len(starts):
             self.per_second += np.bincount(starts.astype(np.int64), minlength=self.n_bins + 1)[: self.n_bins + 1]
 
-    def on_window(self, t: float) -> None:
+    def on_window(self, t: float, _state: object = None) -> None:
         """After each window: when its processing ended; what ``execute`` does (progress); the wall cap."""
         self.step_end.append(time.monotonic())
         if self.progress is not None:
@@ -212,23 +203,23 @@ class Recording:
 
 
 async def measure(profile: dict[str, Any], cpu: int | None) -> dict[str, Any]:
-    """One wall-clock run assembled as ``loadsim.runner.execute`` does; returns every figure."""
+    """One wall-clock run assembled by the engine factory as ``loadsim run`` does; returns every figure."""
     await warm_up(profile)
     gc.collect()
     plan = run_plan(profile, virtual=False)
-    # The order of runner.execute: logger, registry and sinks, then the clock, progress, the engine.
     log = get_logger(profile=plan.name, seed=plan.seed, virtual=plan.virtual)
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    health = HealthMetrics(registry)
-    summary = RunSummary()
     clock = MeasuringClock()
     rec = Recording(clock, plan.duration, cap=plan.duration * CAP_FACTOR + CAP_SLACK)
-    rec.progress = Progress(plan, summary, mode="off", logger=log)
-    engine = Engine(
-        plan, clock, random, relay, health, summary, observers=[rec.observe], on_window=rec.on_window, log=log
+    run = build(plan, clock=clock, observers=[rec.observe], after_window=[rec.on_window], log=log)
+    engine = run.engine
+    c = engine.counts
+    rec.progress = Progress(
+        plan.duration,
+        plan.schedule.expected,
+        lambda: Reading(c.started, c.completed, engine.driver.errors(), engine.driver.latency_quantile(0.95)),
+        WallClock(),
+        mode="off",
+        logger=log,
     )
     rec.engine = engine
     gc.callbacks.append(rec.gc)
@@ -252,7 +243,7 @@ async def measure(profile: dict[str, Any], cpu: int | None) -> dict[str, Any]:
         core["others_share"] = max(0.0, (ticks1[0] - ticks0[0] - own) / wall)
         core["steal_share"] = (ticks1[1] - ticks0[1]) / wall
     loop = asyncio.get_running_loop()
-    reported = summary.to_dict(run_seconds=result.run_seconds, wall_seconds=wall, target_sends=plan.expected_sends())
+    reported = engine.summary(run_seconds=result.run_seconds, wall_seconds=wall, stopped_early=result.stopped_early)
     return {
         "loop": f"{type(loop).__module__}.{type(loop).__name__}",
         "rate": plan.schedule.at(0.0),
@@ -261,11 +252,11 @@ async def measure(profile: dict[str, Any], cpu: int | None) -> dict[str, Any]:
         "tick_s": plan.tick,
         "capped": result.stopped_early,
         "target_sends": plan.expected_sends(),
-        "started": summary.started,
-        "dropped": summary.dropped,
+        "started": engine.counts.started,
+        "dropped": engine.counts.dropped,
         "abandoned_at_end": result.abandoned,
         "summary_achieved_rate_per_s": reported["achieved_rate_per_s"],
-        **figures(rec, summary.started, result.run_seconds, plan.schedule.at(0.0)),
+        **figures(rec, engine.counts.started, result.run_seconds, plan.schedule.at(0.0)),
         "core": core,
         "wall_seconds": wall,
     }

@@ -59,17 +59,13 @@ if __package__ in {None, ""}:  # run as a file: make `bench` importable
 from bench._common import cancel_watchdog, default_json, environment, pin, watchdog
 from loadsim import contract as c
 from loadsim.arrivals import Arrivals
-from loadsim.clock import VirtualClock
-from loadsim.engine.loop import Engine
 from loadsim.engine.seeds import RunRandom
 from loadsim.model import catalog
 from loadsim.model.params import ModelParams
 from loadsim.model.sampler import MAX_ATTACHMENTS, OutcomeModel, lognormal_params
 from loadsim.plan import RunPlan, build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
+from loadsim.runtime.factory import build
 
 DEFAULT_JSON = default_json("sim_throughput")
 """Outside the repository, so a benchmark run never leaves files for git to see."""
@@ -217,34 +213,29 @@ def exported_outcomes(registry: CollectorRegistry) -> tuple[float, float, float,
 
 async def run_engine(plan: RunPlan, cap: float) -> tuple[Run, EngineCheck]:
     """Run the engine over ``plan`` with every sink a real run has, then scrape once (untimed)."""
-    registry = CollectorRegistry()
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    summary = RunSummary()
-    engine = Engine(plan, VirtualClock(plan.epoch), random, relay, HealthMetrics(registry), summary)
     deadline = time.perf_counter() + cap
 
-    def stop_at_cap(_t: float) -> None:
+    def stop_at_cap(_t: float, _state: object) -> None:
         if time.perf_counter() > deadline:
             engine.request_stop()
 
-    engine.on_window = stop_at_cap
+    run = build(plan, after_window=[stop_at_cap])
+    engine, registry = run.engine, run.registry
     gc.collect()
     start = time.perf_counter()
     result = await engine.run()
     seconds = time.perf_counter() - start
     executions, guards, scrape_seconds, scrape_bytes = exported_outcomes(registry)
     check = EngineCheck(
-        started=summary.started,
+        started=engine.counts.started,
         abandoned=result.abandoned,
-        dropped=summary.dropped,
+        dropped=engine.counts.dropped,
         exported_executions=executions,
         exported_guard_errors=guards,
         scrape_seconds=scrape_seconds,
         scrape_bytes=scrape_bytes,
     )
-    return Run(sends=summary.started, seconds=seconds, capped=result.stopped_early), check
+    return Run(sends=engine.counts.started, seconds=seconds, capped=result.stopped_early), check
 
 
 # -- floor ---------------------------------------------------------------------------------------

@@ -18,24 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadsim.clock import VirtualClock
-from loadsim.engine.loop import Engine
-from loadsim.engine.seeds import RunRandom
 from loadsim.plan import build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
+from loadsim.runtime.factory import build
 
 SEED_SCENARIOS = (
     "error-rate-warn",
@@ -74,11 +70,9 @@ def profile(rate: float, hours: float) -> dict[str, object]:
 
 async def soak(rate: float, seconds: float, every: float) -> dict[str, object]:
     plan = build_plan(parse_profile(profile(rate, hours=48), "bench:soak"), virtual=True)
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(7)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    engine = Engine(plan, VirtualClock(plan.epoch), random, relay, HealthMetrics(registry), RunSummary())
+    run = build(dataclasses.replace(plan, seed=7))
+    engine, registry, relay = run.engine, run.registry, run.relay
+    assert relay is not None
     points: list[tuple[float, int, float]] = []
     start = time.monotonic()
     next_sample = 0.0
@@ -91,11 +85,11 @@ async def soak(rate: float, seconds: float, every: float) -> dict[str, object]:
         if now >= next_sample:
             relay.snapshot()
             generate_latest(registry)
-            points.append((now, engine.summary.started, rss_mb()))
+            points.append((now, engine.counts.started, rss_mb()))
             next_sample += every
     await asyncio.sleep(0)
     wall = time.monotonic() - start
-    sends = engine.summary.started
+    sends = engine.counts.started
     half = points[len(points) // 2 :]
     x = np.array([p[1] for p in half], dtype=np.float64)
     y = np.array([p[2] for p in half], dtype=np.float64)

@@ -202,7 +202,7 @@ def profile_in_process(out: Path, top: int) -> dict[str, Any]:
     from loadsim.logs import configure
     from loadsim.plan import Overrides, apply_overrides, build_plan
     from loadsim.profile import load_profile
-    from loadsim.runner import RunOptions, execute
+    from loadsim.runtime.execute import RunOptions, execute
 
     profile = apply_overrides(load_profile(PROFILE), Overrides(overlays=tuple(overlay_flags()[1::2])))
     plan = build_plan(profile, virtual=True, wall_epoch=time.time(), source=str(PROFILE))

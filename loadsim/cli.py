@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from loadsim import __version__
@@ -29,9 +29,10 @@ from loadsim.units import format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
-    from loadsim.runner import StateOptions
+    from loadsim.engine.keeper import StateOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
+T = TypeVar("T")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,35 +150,67 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+HTTP_ONLY = (
+    "target",
+    "template",
+    "timeout",
+    "connections",
+    "token_env",
+    "token_file",
+    "ca_file",
+    "allow_target",
+    "max_rate",
+    "fault_control",
+)
+"""Options of the HTTP driver alone: refused with the simulated driver, never silently ignored."""
+
+
 def _http_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("HTTP driver (--driver http)")
     g.add_argument("--driver", choices=("sim", "http"), default="sim", help="simulate sends, or make real requests")
     g.add_argument("--target", metavar="URL", help="base URL of the target (loopback unless --allow-target)")
-    g.add_argument("--template", default="gmail", help="gmail (Gmail's send API) or relay (preview + execute)")
-    g.add_argument("--timeout", default="30s", help="per-request timeout (default 30s)")
-    g.add_argument("--max-in-flight", type=int, default=10_000, help="drop (and count) arrivals beyond this")
-    g.add_argument("--connections", type=int, default=256, help="connection pool size")
+    g.add_argument("--template", help="gmail (Gmail's send API, the default) or relay (preview + execute)")
+    g.add_argument("--timeout", help="per-request timeout (default 30s)")
+    g.add_argument(
+        "--max-in-flight", type=int, help="drop (and count) arrivals beyond this (default: the profile's engine key)"
+    )
+    g.add_argument("--connections", type=int, help="connection pool size (default 256)")
     g.add_argument("--token-env", metavar="VAR", help="read the bearer token from this environment variable")
     g.add_argument("--token-file", type=Path, metavar="FILE", help="read the bearer token from this file")
     g.add_argument(
         "--ca-file", type=Path, metavar="PEM", help="trust this CA (PEM) for an https target, besides the system's"
     )
-    g.add_argument("--allow-target", action="append", default=[], metavar="HOST", help="allow a non-loopback host")
+    g.add_argument("--allow-target", action="append", metavar="HOST", help="allow a non-loopback host")
     g.add_argument("--max-rate", help="rate limit (non-loopback targets: 10/s unless raised)")
+    g.add_argument(
+        "--fault-control",
+        metavar="URL",
+        help="a loadsim fake-gmail whose control API gets the run's Gmail-side overlays (5xx, latency, 429s)",
+    )
 
 
-def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
-    from loadsim.drivers.http import HttpOptions, check_target, peak_rate, tls_context
+def _driver_problems(args: argparse.Namespace) -> list[Problem]:
+    """Options given to a driver that cannot honour them."""
+    if getattr(args, "driver", "sim") == "http":
+        return [Problem("--virtual", "", "the HTTP driver runs on the wall clock only")] if args.virtual else []
+    given = [name for name in HTTP_ONLY if getattr(args, name, None) not in (None, [])]
+    return [
+        Problem(f"--{name.replace('_', '-')}", "", "applies to --driver http only; the simulated driver has no target")
+        for name in given
+    ]
 
-    problems: list[Problem] = []
+
+def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> HttpOptions | None:
+    """The HTTP driver's options; every problem goes to ``problems`` (None when there are any)."""
+    from loadsim.drivers.http import HttpOptions, check_target, overlay_problems, peak_rate, tls_context
+
     if args.target is None:
-        raise ConfigError.single("--target", "", "--driver http needs --target URL")
-    if args.virtual:
-        problems.append(Problem("--virtual", "", "the HTTP driver runs on the wall clock only"))
+        problems.append(Problem("--target", "", "--driver http needs --target URL"))
+        return None
     max_rate = None
     if args.max_rate is not None:
         max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
-    timeout = positive_option("--timeout", args.timeout, parse_duration, problems)
+    timeout = positive_option("--timeout", args.timeout or "30s", parse_duration, problems)
     token = _read_token(args, problems)
     ca_file = args.ca_file
     if ca_file is not None:
@@ -186,24 +219,49 @@ def _http_options(args: argparse.Namespace, plan: RunPlan) -> HttpOptions:
         except (OSError, ssl.SSLError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
             problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
-    for option, value in (("--max-in-flight", args.max_in_flight), ("--connections", args.connections)):
-        if value <= 0:
-            problems.append(Problem(option, "", f"must be > 0, got {value}"))
-    allowed = set(args.allow_target)
+    connections = 256 if args.connections is None else args.connections
+    if connections <= 0:
+        problems.append(Problem("--connections", "", f"must be > 0, got {connections}"))
+    template = args.template or "gmail"
     problems += check_target(
-        args.target, allowed=allowed, max_rate=max_rate, peak_rate=peak_rate(plan), template=args.template
+        args.target,
+        allowed=set(args.allow_target or ()),
+        max_rate=max_rate,
+        peak_rate=peak_rate(plan.schedule, plan.duration),
+        template=template,
     )
+    fault_control = None
+    if args.fault_control is not None:
+        fault_control = _control_url(args, "--fault-control", args.fault_control, problems)
+    overlays = [
+        (f"overlay[{i}]", ov.name, ov.ramp_in > 0 or ov.ramp_out > 0) for i, ov in enumerate(plan.timeline.overlays)
+    ]
+    problems += overlay_problems(overlays, template, fault_control is not None)
     if problems:
-        raise ConfigError(problems)
+        return None
     return HttpOptions(
         target=args.target,
-        template=args.template,
+        template=template,
         timeout=timeout or 30.0,
-        max_in_flight=args.max_in_flight,
-        connections=args.connections,
+        max_in_flight=plan.engine.max_in_flight,
+        connections=connections,
         token=token,
         ca_file=ca_file,
+        fault_control=fault_control,
     )
+
+
+def _control_url(args: argparse.Namespace, option: str, url: str, problems: list[Problem]) -> str | None:
+    """A control-plane URL (Prometheus, Alertmanager, fake-gmail): loopback, or a host allowed with --allow-host."""
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host or parts.scheme not in ("http", "https"):
+        problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
+        return None
+    if not is_loopback(host) and host not in _allowed_hosts(args):
+        problems.append(Problem(option, "", f"{host} is not on loopback; allow it with --allow-host {host}"))
+        return None
+    return url
 
 
 def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None:
@@ -373,13 +431,8 @@ def _drill(args: argparse.Namespace) -> int:
     problems = []
     if args.time_scale <= 0:
         problems.append(Problem("--time-scale", "", f"must be > 0, got {args.time_scale:g}"))
-    allowed = _allowed_hosts(args)
     for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager)):
-        host = urlsplit(url).hostname
-        if not host or urlsplit(url).scheme not in ("http", "https"):
-            problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
-        elif not is_loopback(host) and host not in allowed:
-            problems.append(Problem(option, "", f"{host} is not on loopback; allow it with --allow-host {host}"))
+        _control_url(args, option, url, problems)
     if problems:
         raise ConfigError(problems)
     # A scaled window holds K times fewer sends; three times K x 5/s keeps ratios steady near thresholds.
@@ -407,50 +460,86 @@ def _allowed_hosts(args: argparse.Namespace) -> set[str]:
 
 def _run(args: argparse.Namespace) -> int:
     profile, source = _load(args)
-    if args.driver == "http":
-        return _execute_http(args, profile, source)
     return _execute(args, profile, source)
 
 
-def _execute_http(args: argparse.Namespace, profile: Profile, source: str) -> int:
-    from loadsim.runner import ListenError, RunOptions, execute_http
-
-    listen = _listen_address(args)
-    profile = _with_grace(args, profile)
-    plan = build_plan(profile, virtual=False, wall_epoch=time.time(), source=source)
-    http = _http_options(args, plan)
-    configure(args.log_level)
-    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json)
-    try:
-        summary = _run_loop(execute_http(plan, options, http))
-    except ListenError as e:
-        raise ConfigError([Problem("--listen", "", str(e))]) from None
-    if sys.stdout.isatty():
-        print(json.dumps(summary, indent=2))
-    return EXIT_OK
-
-
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
-    from loadsim.runner import ListenError, RunOptions, execute, open_state
+    """Every command that runs traffic comes here: check everything, then one ``execute`` for either driver."""
+    from loadsim.engine.checkpoint import StateError
+    from loadsim.engine.keeper import open_state
+    from loadsim.runtime.execute import ListenError, RunOptions, execute, identity
 
+    problems = _driver_problems(args)
     listen = _listen_address(args)
     push = _push_target(args)
-    profile = _with_grace(args, profile)
+    profile = _with_engine_options(args, profile)
     state = _state_options(args)
+    _check_output(args.summary_json, "--summary-json")
     plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
+    http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
+    if problems:
+        raise ConfigError(problems)
+    if http is not None and http.fault_control is not None:
+        _check_fault_control(http.fault_control, plan)
+    options = RunOptions(
+        listen=listen, progress=args.progress, summary_json=args.summary_json, push=push, state=state, http=http
+    )
     resume = None
     if state is not None:
-        resume = open_state(state, plan.fingerprint, plan.name, plan.seed)
+        try:
+            resume = open_state(state, identity(plan, options))
+        except StateError as e:
+            raise ConfigError.single(str(state.path), "", str(e)) from None
         if resume is not None and not plan.virtual:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
     configure(args.log_level)
-    options = RunOptions(listen=listen, progress=args.progress, summary_json=args.summary_json, push=push, state=state)
     try:
         summary = _run_loop(execute(plan, options, companion, resume))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
-    _print_summary(plan, summary)
+    except StateError as e:
+        raise ConfigError.single(str(args.state), "", str(e)) from None
+    if http is not None:
+        if sys.stdout.isatty():
+            print(json.dumps(summary, indent=2))
+    else:
+        _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _check_fault_control(url: str, plan: RunPlan) -> None:
+    """Before the run: the fake Gmail answers and accepts the plan's Gmail-side scenarios (exit 2 if not)."""
+    from loadsim.clock import WallClock
+    from loadsim.drivers.faults import GMAIL_SIDE, FaultControl, FaultControlError
+
+    wanted = sorted({ov.name for ov in plan.timeline.overlays if ov.name in GMAIL_SIDE})
+
+    async def probe() -> str | None:
+        control = FaultControl(url, WallClock())
+        try:
+            await control.check(wanted)
+        except FaultControlError as e:
+            return str(e)
+        finally:
+            await control.close(seconds=1.0)
+        return None
+
+    error = _run_loop(probe())
+    if error is not None:
+        raise ConfigError.single("--fault-control", "", error)
+
+
+def _check_output(path: Path | None, option: str) -> None:
+    """An output file must be writable before the run starts, not found unwritable hours later."""
+    if path is None:
+        return
+    parent = path.parent if str(path.parent) else Path()
+    if path.is_dir():
+        raise ConfigError.single(option, "", f"{path} is a directory; expected a file path")
+    if not parent.is_dir():
+        raise ConfigError.single(option, "", f"{parent} does not exist; expected a file in an existing directory")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError.single(option, "", f"{path} is not writable")
 
 
 def _listen_address(args: argparse.Namespace) -> ListenAddress | None:
@@ -463,18 +552,26 @@ def _listen_address(args: argparse.Namespace) -> ListenAddress | None:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
 
 
-def _with_grace(args: argparse.Namespace, profile: Profile) -> Profile:
-    if args.grace is None:
+def _with_engine_options(args: argparse.Namespace, profile: Profile) -> Profile:
+    """``--grace`` and ``--max-in-flight`` into the profile's engine settings (either driver)."""
+    updates: dict[str, Any] = {}
+    if args.grace is not None:
+        try:
+            updates["grace"] = parse_duration(args.grace)
+        except ValueError as e:
+            raise ConfigError.single("--grace", "", str(e)) from None
+    max_in_flight = getattr(args, "max_in_flight", None)
+    if max_in_flight is not None:
+        if max_in_flight <= 0:
+            raise ConfigError.single("--max-in-flight", "", f"must be > 0, got {max_in_flight}")
+        updates["max_in_flight"] = max_in_flight
+    if not updates:
         return profile
-    try:
-        grace = parse_duration(args.grace)
-    except ValueError as e:
-        raise ConfigError.single("--grace", "", str(e)) from None
-    return profile.model_copy(update={"engine": profile.engine.model_copy(update={"grace": grace})})
+    return profile.model_copy(update={"engine": profile.engine.model_copy(update=updates)})
 
 
 def _state_options(args: argparse.Namespace) -> StateOptions | None:
-    from loadsim.runner import StateOptions
+    from loadsim.engine.keeper import StateOptions
 
     if args.state is None:
         if args.fresh or args.fresh_if_missing:
@@ -520,7 +617,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
     return target
 
 
-def _run_loop(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop (faster timers and sockets than the default loop)."""
     import uvloop
 

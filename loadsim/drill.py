@@ -23,20 +23,21 @@ is 15/s times K, up to 500/s), because a scaled window holds K times fewer sends
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
+from loadsim.clock import Clock, WallClock, wait_for
 from loadsim.engine.loop import Engine
-from loadsim.overlays.scenarios import ERR_CRIT, ERR_WARN, SCENARIOS
+from loadsim.overlays.scenarios import ERR_CRIT, ERR_WARN
 from loadsim.verify.scaling import go_duration
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
+CALL_SECONDS = 10.0
+"""Longest one query to Prometheus or Alertmanager may take."""
 
 
 @dataclass
@@ -96,9 +97,12 @@ class Drill:
         *,
         time_scale: float = 1.0,
         poll: float = 1.0,
+        clock: Clock | None = None,
         log: Any = None,
     ) -> None:
         self.engine = engine
+        self.clock = clock or WallClock()
+        """Real time for the phases' budgets and polls (the engine's clock may be the same one)."""
         self.prometheus = prometheus.rstrip("/")
         self.alertmanager = alertmanager.rstrip("/")
         self.k = time_scale
@@ -122,7 +126,8 @@ class Drill:
     async def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query; the result vector."""
         assert self._http is not None
-        async with self._http.get(f"{self.prometheus}/api/v1/query", params={"query": expr}) as r:
+        get = self._http.get(f"{self.prometheus}/api/v1/query", params={"query": expr})
+        async with await wait_for(self.clock, get, CALL_SECONDS) as r:
             body = await r.json()
         if body.get("status") != "success":
             msg = f"query {expr!r} failed: {body.get('error')}"
@@ -138,36 +143,36 @@ class Drill:
     async def prometheus_firing(self) -> set[str]:
         """Alerts firing in Prometheus."""
         assert self._http is not None
-        async with self._http.get(f"{self.prometheus}/api/v1/alerts") as r:
+        async with await wait_for(self.clock, self._http.get(f"{self.prometheus}/api/v1/alerts"), CALL_SECONDS) as r:
             body = await r.json()
         return {a["labels"]["alertname"] for a in body["data"]["alerts"] if a["state"] == "firing"}
 
     async def am_alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager holds (active, suppressed and unprocessed)."""
         assert self._http is not None
-        async with self._http.get(f"{self.alertmanager}/api/v2/alerts") as r:
+        async with await wait_for(self.clock, self._http.get(f"{self.alertmanager}/api/v2/alerts"), CALL_SECONDS) as r:
             alerts: list[dict[str, Any]] = await r.json()
         return alerts
 
     async def wait(self, check: Check, budget: float) -> tuple[bool, str]:
         """Poll ``check`` until it passes or ``budget`` seconds pass; the last detail either way."""
-        end = time.monotonic() + budget
+        end = self.clock.now() + budget
         detail = "no answer"
         while True:
             try:
                 ok, detail = await check()
-            except (aiohttp.ClientError, RuntimeError, KeyError, ValueError) as e:
+            except (aiohttp.ClientError, TimeoutError, RuntimeError, KeyError, ValueError) as e:
                 ok, detail = False, f"{type(e).__name__}: {e}"
-            if ok or time.monotonic() >= end:
+            if ok or self.clock.now() >= end:
                 return ok, detail
-            await asyncio.sleep(self.poll)
+            await self.clock.sleep(self.poll)
 
     # -- the phases --------------------------------------------------------------------------
 
     async def run(self) -> ScoreCard:
         """All six phases, in order; a failed phase does not stop the later ones."""
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        # No library timeout: each call is bounded on the drill's clock (CALL_SECONDS).
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
             self._http = http
             try:
                 await self._phase(1, "inject error-rate-warn", self._inject_warn, self.budget(300))
@@ -181,18 +186,18 @@ class Drill:
         return self.card
 
     async def _phase(self, number: int, name: str, check: Check, budget: float) -> None:
-        start = time.monotonic()
+        start = self.clock.now()
         if self.log is not None:
             self.log.info("drill.phase", phase=number, name=name, budget_seconds=round(budget, 1))
         ok, detail = await self.wait(check, budget)
-        phase = Phase(number, name, ok, detail, time.monotonic() - start)
+        phase = Phase(number, name, ok, detail, self.clock.now() - start)
         self.card.phases.append(phase)
         if self.log is not None:
             self.log.info("drill.result", phase=number, passed=ok, detail=detail, seconds=round(phase.seconds, 1))
 
     async def _inject_warn(self) -> tuple[bool, str]:
-        if not any(o.name == "error-rate-warn" for o in self.engine.plan.timeline.overlays):
-            self.engine.plan.timeline.start_now(SCENARIOS["error-rate-warn"], self.engine.t)
+        if not self._started("error-rate-warn"):
+            self.engine.start_overlay("error-rate-warn")
         ratio = await self.value("job:gmail_send_errors_rate:5m")
         return ratio is not None and ratio > 0.01, f"job:gmail_send_errors_rate:5m = {_pct(ratio)}"
 
@@ -220,10 +225,9 @@ class Drill:
         return True, f"decision: hold the rollout at {percent:g}% (drill: no-op)"
 
     async def _inhibition(self) -> tuple[bool, str]:
-        timeline = self.engine.plan.timeline
-        if not any(o.name == "error-rate-crit" for o in timeline.overlays):
-            timeline.stop_now("error-rate-warn", self.engine.t)
-            timeline.start_now(SCENARIOS["error-rate-crit"], self.engine.t)
+        if not self._started("error-rate-crit"):
+            self.engine.stop_overlay("error-rate-warn")
+            self.engine.start_overlay("error-rate-crit")
         alerts = await self.am_alerts()
         crit = [a for a in alerts if a["labels"].get("alertname") == ERR_CRIT and a["status"]["state"] == "active"]
         warn = [a for a in alerts if a["labels"].get("alertname") == ERR_WARN]
@@ -233,13 +237,16 @@ class Drill:
         return ok, f"critical active: {bool(crit)}; warning: {states}"
 
     async def _resolution(self) -> tuple[bool, str]:
-        timeline = self.engine.plan.timeline
-        timeline.stop_now("error-rate-crit", self.engine.t)
-        timeline.stop_now("error-rate-warn", self.engine.t)
+        self.engine.stop_overlay("error-rate-crit")
+        self.engine.stop_overlay("error-rate-warn")
         firing = await self.prometheus_firing() & {ERR_WARN, ERR_CRIT}
         in_am = {a["labels"].get("alertname") for a in await self.am_alerts()} & {ERR_WARN, ERR_CRIT}
         ok = not firing and not in_am
         return ok, f"still firing: {sorted(firing) or 'none'}; still in Alertmanager: {sorted(in_am) or 'none'}"
+
+    def _started(self, scenario: str) -> bool:
+        """Whether the drill (or the plan) has started ``scenario`` in this run."""
+        return any(o.name == scenario for o in self.engine.timeline.overlays)
 
 
 def _pct(value: float | None) -> str:

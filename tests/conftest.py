@@ -20,15 +20,13 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadsim.clock import VirtualClock
-from loadsim.engine.loop import Engine, RunResult
-from loadsim.engine.seeds import RunRandom
+from loadsim.drivers.sim import SimDriver
+from loadsim.engine.loop import Engine, RunCounts, RunResult, WindowObserver
 from loadsim.plan import RunPlan, build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks.health import HealthMetrics
+from loadsim.runtime.factory import build
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
-from loadsim.types import WindowObserver
 
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 Samples = dict[SampleKey, float]
@@ -51,7 +49,20 @@ class Run:
 
     @property
     def summary(self) -> RunSummary:
-        return self.engine.summary
+        """The simulated sends' outcomes."""
+        assert isinstance(self.engine.driver, SimDriver)
+        return self.engine.driver.summary
+
+    @property
+    def counts(self) -> RunCounts:
+        """The run's counts (scheduled, started, dropped, completed, abandoned)."""
+        return self.engine.counts
+
+    @property
+    def relay(self) -> RelayMetrics:
+        """The relay's families."""
+        assert isinstance(self.engine.driver, SimDriver)
+        return self.engine.driver.relay
 
 
 def run_plan(
@@ -62,24 +73,17 @@ def run_plan(
     on_window: Callable[[Engine, float], None] | None = None,
 ) -> Run:
     """Run ``plan`` to its end on the virtual clock (seeded by ``plan.seed``), scraping at ``scrape_at``."""
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    health = HealthMetrics(registry)
     wanted = set(scrape_at)
     scrapes: dict[float, Samples] = {}
-    engine: Engine
 
-    def window(t1: float) -> None:
+    def window(t1: float, _state: object) -> None:
         if t1 in wanted and t1 not in scrapes:
             scrapes[t1] = scrape(registry)
         if on_window is not None:
             on_window(engine, t1)
 
-    engine = Engine(
-        plan, VirtualClock(plan.epoch), random, relay, health, RunSummary(), observers=observers, on_window=window
-    )
+    run = build(plan, observers=observers, after_window=[window])
+    engine, registry = run.engine, run.registry
     if 0.0 in wanted:
         scrapes[0.0] = scrape(registry)
     result = asyncio.run(engine.run())

@@ -133,6 +133,169 @@ class TestBadOptions:
         assert err[0].startswith(f"loadsim: --listen: cannot listen on 127.0.0.1:{port}: ")
 
 
+class TestEveryOptionWorksWithEveryDriverOrIsRefused:
+    """An option a driver cannot honour is refused before anything runs, never silently ignored."""
+
+    @pytest.mark.parametrize(
+        ("argv", "option"),
+        [
+            (["--target", "http://127.0.0.1:9"], "--target"),
+            (["--template", "relay"], "--template"),
+            (["--timeout", "5s"], "--timeout"),
+            (["--connections", "8"], "--connections"),
+            (["--token-env", "HOME"], "--token-env"),
+            (["--ca-file", "x.pem"], "--ca-file"),
+            (["--allow-target", "example.com"], "--allow-target"),
+            (["--max-rate", "5/s"], "--max-rate"),
+            (["--fault-control", "http://127.0.0.1:9480"], "--fault-control"),
+        ],
+    )
+    def test_http_options_are_refused_with_the_simulated_driver(self, capsys, argv, option):
+        code, err, _ = run_main(capsys, "run", "--virtual", "--duration", "1m", *argv)
+        why = "applies to --driver http only; the simulated driver has no target"
+        assert (code, err) == (2, [f"loadsim: {option}: {why}"])
+
+    def test_max_in_flight_applies_to_the_simulated_driver_too(self, tmp_path, capsys):
+        out = tmp_path / "s.json"
+        argv = ["run", "--virtual", "--no-listen", "--progress", "off", "--rate", "1000/s", "--duration", "1m"]
+        model = write(tmp_path, 'name = "slow"\n[model.latency]\np50 = "5s"\np95 = "8s"\n')
+        extra = ["--max-in-flight", "50", "--summary-json", str(out)]
+        code, _, _ = run_main(capsys, *argv[:1], str(model), *argv[1:], *extra)
+        assert code == 0
+        sends = json.loads(out.read_text())["sends"]
+        assert sends["dropped"] > 0  # at 1000/s and 5 s latency, far more than 50 would be in flight
+        assert sends["started"] + sends["dropped"] == sends["scheduled"]
+
+    @pytest.mark.parametrize(
+        ("overlay", "template", "expected"),
+        [
+            (
+                "latency-crit@0s+10s",
+                "gmail",
+                (
+                    "loadsim: --driver http: overlay[0].scenario: latency-crit changes what Gmail answers: with "
+                    "--driver http it needs --fault-control URL of a loadsim fake-gmail that the target talks to"
+                ),
+            ),
+            (
+                "validation-spike@0s+10s",
+                "gmail",
+                (
+                    "loadsim: --driver http: overlay[0].scenario: validation-spike cannot apply to --template gmail: "
+                    "the relay rejects invalid sends before Gmail, so Gmail never sees them; use --template relay"
+                ),
+            ),
+            (
+                "controller-stalled@0s+10s",
+                "relay",
+                (
+                    "loadsim: --driver http: overlay[0].scenario: controller-stalled cannot apply to real traffic: it "
+                    "acts on the rollout controller inside the relay, which traffic cannot reach"
+                ),
+            ),
+            (
+                "metrics-missing@0s+10s",
+                "gmail",
+                (
+                    "loadsim: --driver http: overlay[0].scenario: metrics-missing cannot apply to real traffic: "
+                    "it acts on the relay's metrics endpoint, not on traffic"
+                ),
+            ),
+        ],
+    )
+    def test_overlays_the_http_driver_cannot_honour_are_refused(self, capsys, overlay, template, expected):
+        code, err, _ = run_main(
+            capsys,
+            "run",
+            "--driver",
+            "http",
+            "--target",
+            "http://127.0.0.1:9",
+            "--template",
+            template,
+            "--rate",
+            "1/s",
+            "--duration",
+            "1m",
+            "--overlay",
+            overlay,
+        )
+        assert (code, err) == (2, [expected])
+
+    def test_a_ramped_gmail_side_overlay_cannot_follow_the_control_api(self, tmp_path, capsys):
+        profile = write(
+            tmp_path,
+            'name = "r"\n[[overlay]]\nscenario = "error-rate-crit"\nstart = "0s"\nduration = "1m"\nramp = "10s"\n',
+        )
+        code, err, _ = run_main(
+            capsys,
+            "run",
+            str(profile),
+            "--driver",
+            "http",
+            "--target",
+            "http://127.0.0.1:9",
+            "--fault-control",
+            "http://127.0.0.1:9",
+            "--rate",
+            "1/s",
+        )
+        assert code == 2
+        assert err == [
+            (
+                "loadsim: --driver http: overlay[0].ramp: error-rate-crit cannot ramp through the fake-gmail "
+                "control API; drop the ramp"
+            )
+        ]
+
+    def test_a_fault_control_that_does_not_answer_is_refused_before_the_run(self, capsys):
+        code, err, _ = run_main(
+            capsys,
+            "run",
+            "--driver",
+            "http",
+            "--target",
+            "http://127.0.0.1:9",
+            "--fault-control",
+            "http://127.0.0.1:9",
+            "--rate",
+            "1/s",
+            "--overlay",
+            "latency-crit@0s+10s",
+        )
+        assert code == 2
+        assert len(err) == 1
+        assert err[0].startswith(
+            "loadsim: --fault-control: http://127.0.0.1:9 does not answer as a loadsim fake-gmail control API ("
+        )
+
+    def test_a_fault_control_off_loopback_needs_allow_host(self, capsys):
+        code, err, _ = run_main(
+            capsys,
+            "run",
+            "--driver",
+            "http",
+            "--target",
+            "http://127.0.0.1:9",
+            "--fault-control",
+            "http://192.0.2.7:9480",
+            "--rate",
+            "1/s",
+        )
+        assert (code, err) == (
+            2,
+            ["loadsim: --fault-control: 192.0.2.7 is not on loopback; allow it with --allow-host 192.0.2.7"],
+        )
+
+    @pytest.mark.parametrize("where", ["missing-dir/s.json", "."])
+    def test_an_unwritable_summary_path_is_refused_before_the_run(self, tmp_path, capsys, where):
+        path = tmp_path / where
+        code, err, _ = run_main(capsys, "run", "--virtual", "--duration", "1m", "--summary-json", str(path))
+        assert code == 2
+        assert len(err) == 1
+        assert err[0].startswith("loadsim: --summary-json: ")
+
+
 class TestSubprocess:
     def test_bad_input_from_a_real_process_has_no_traceback(self, tmp_path):
         p = write(tmp_path, "[[schedule]]\nkind = 'constant'\nrate = -1\n")

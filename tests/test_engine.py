@@ -67,7 +67,7 @@ def drained() -> tuple[Run, int]:
 
     def window(engine: Engine, t1: float) -> None:
         if t1 == plan.duration:
-            at_end.append(len(engine.inflight))
+            at_end.append(engine.driver.in_flight())
 
     run = run_plan(plan, on_window=window)
     return run, at_end[0]
@@ -84,21 +84,21 @@ class TestEndOfRun:
 
     def test_every_started_send_finished(self, run: Run) -> None:
         assert run.result.abandoned == 0
-        assert run.summary.abandoned == 0
-        assert run.summary.finished == run.summary.started
+        assert run.counts.abandoned == 0
+        assert run.summary.finished == run.counts.started
         assert run.result.run_seconds == run.engine.plan.duration  # the drain is not run time
-        assert len(run.engine.inflight) == 0
+        assert run.engine.driver.in_flight() == 0
 
     def test_metrics_account_for_every_started_send(self, run: Run) -> None:
         s = scrape(run.registry)
         guards = sum(total(s, "action_error_total", reason=r) for r in EARLY_GUARD_REASONS)
         assert guards > 0
-        assert total(s, "action_exec_total") + guards == run.summary.started
-        assert total(s, "loadsim_sends_started_total") == run.summary.started
+        assert total(s, "action_exec_total") + guards == run.counts.started
+        assert total(s, "loadsim_sends_started_total") == run.counts.started
         assert total(s, "loadsim_sends_in_flight") == 0
         assert total(s, "loadsim_sends_abandoned_total") == 0
         # The run did what the schedule asked: 60k expected, Poisson sd 245.
-        assert abs(run.summary.started - 60_000) < 5 * math.sqrt(60_000)
+        assert abs(run.counts.started - 60_000) < 5 * math.sqrt(60_000)
 
     def test_health_counters_balance(self, run: Run) -> None:
         s = scrape(run.registry)
@@ -114,12 +114,12 @@ class TestEndOfRun:
         run = run_plan(plan)
         s = scrape(run.registry)
         assert run.result.abandoned > 50
-        assert run.summary.abandoned == run.result.abandoned == total(s, "loadsim_sends_abandoned_total")
-        assert run.summary.finished + run.summary.abandoned == run.summary.started
+        assert run.counts.abandoned == run.result.abandoned == total(s, "loadsim_sends_abandoned_total")
+        assert run.summary.finished + run.counts.abandoned == run.counts.started
         assert total(s, "loadsim_sends_in_flight") == 0
         # Abandoned sends never reach the relay's counters.
         guards = sum(total(s, "action_error_total", reason=r) for r in EARLY_GUARD_REASONS)
-        assert total(s, "action_exec_total") + guards + run.result.abandoned == run.summary.started
+        assert total(s, "action_exec_total") + guards + run.result.abandoned == run.counts.started
 
     def test_stop_requested_drains_and_ends_early(self) -> None:
         plan = steady("20/s", "1h")
@@ -131,8 +131,8 @@ class TestEndOfRun:
         run = run_plan(plan, on_window=stop)
         assert run.result.stopped_early
         assert run.result.run_seconds == 600
-        assert run.summary.finished == run.summary.started
-        assert abs(run.summary.started - 12_000) < 5 * math.sqrt(12_000)
+        assert run.summary.finished == run.counts.started
+        assert abs(run.counts.started - 12_000) < 5 * math.sqrt(12_000)
 
 
 class TestDropCap:
@@ -140,24 +140,24 @@ class TestDropCap:
         cap = 50
         plan = steady("1000/s", "5m", engine={"max_in_flight": cap})
         peaks: list[int] = []
-        run = run_plan(plan, on_window=lambda e, _t: peaks.append(len(e.inflight)))
+        run = run_plan(plan, on_window=lambda e, _t: peaks.append(e.driver.in_flight()))
         s = scrape(run.registry)
         dropped = total(s, "loadsim_arrivals_dropped_total")
         assert dropped > 0
-        assert dropped == run.summary.dropped
-        assert run.summary.started + run.summary.dropped == run.summary.scheduled
+        assert dropped == run.counts.dropped
+        assert run.counts.started + run.counts.dropped == run.counts.scheduled
         assert total(s, "loadsim_sends_started_total") + dropped == total(s, "loadsim_arrivals_scheduled_total")
         assert max(peaks) <= cap
         # Scheduled arrivals are the schedule's, whatever was dropped: 300k, Poisson sd 548.
-        assert abs(run.summary.scheduled - 300_000) < 5 * math.sqrt(300_000)
+        assert abs(run.counts.scheduled - 300_000) < 5 * math.sqrt(300_000)
         # Dropped sends never reach the relay's counters.
         guards = sum(total(s, "action_error_total", reason=r) for r in EARLY_GUARD_REASONS)
-        assert total(s, "action_exec_total") + guards == run.summary.started
+        assert total(s, "action_exec_total") + guards == run.counts.started
 
     def test_no_drops_under_the_cap(self) -> None:
         run = run_plan(steady("1000/s", "2m"))
-        assert run.summary.dropped == 0
-        assert run.summary.started == run.summary.scheduled
+        assert run.counts.dropped == 0
+        assert run.counts.started == run.counts.scheduled
 
 
 @pytest.fixture(scope="module")

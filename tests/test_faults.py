@@ -183,16 +183,21 @@ class TestBadStateFiles:
 
 
 @pytest.mark.slow
-def test_pushgateway_down_for_a_minute_loses_nothing(tmp_path: Path) -> None:
-    """Stop the real Pushgateway for 60 s mid-run; after it returns, pushed totals equal local totals."""
+@pytest.mark.parametrize("driver", ["sim", "http"])
+def test_pushgateway_down_for_30s_loses_nothing(tmp_path: Path, driver: str) -> None:
+    """Stop the real Pushgateway for 30 s mid-run; after it returns, pushed totals equal local totals."""
+    from test_http_driver import Server
+
     from loadsim.testing.stack import Pushgateway
 
     require_binary("prometheus-pushgateway")
     summary = tmp_path / "summary.json"
-    with Pushgateway() as gateway:  # started on entry
+    with Pushgateway() as gateway, Server() as target:  # started on entry
         port = gateway.port
+        traffic = ["--driver", "http", "--target", target.url] if driver == "http" else []
         with loadsim_process(
             "run",
+            *traffic,
             "--rate",
             "100/s",
             "--duration",
@@ -213,29 +218,73 @@ def test_pushgateway_down_for_a_minute_loses_nothing(tmp_path: Path) -> None:
             gateway.terminate()
             outage_started = time.monotonic()
             child.wait_for_event("push.outage", timeout=10)
-            time.sleep(max(0.0, 60.0 - (time.monotonic() - outage_started)))
+            time.sleep(max(0.0, 30.0 - (time.monotonic() - outage_started)))
             gateway.port = port  # the same address, as a restarted Pushgateway would have
             gateway.proc = subprocess.Popen(gateway.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             gateway.wait_ready(timeout=20)
-            child.wait_for_event("push.recovered", timeout=90)
+            child.wait_for_event("push.recovered", timeout=60)
             time.sleep(2.0)
             child.proc.send_signal(signal.SIGTERM)
             assert child.finish(timeout=60) == 0
         pushed = http_get(f"{gateway.url}/metrics")
     local = json.loads(summary.read_text())
-    assert (
-        sample_value(pushed, "action_exec_total", job="relay_synth", instance="loadsim", **OK)
-        == local["by_status"]["ok"]
-    )
-    assert sample_value(pushed, "action_exec_total", job="relay_synth", status="error") == local["by_status"]["error"]
-    failures = sample_value(pushed, "loadsim_push_failures_total", job="relay_synth")
+    group = {"job": "relay_synth", "instance": "loadsim"}
+    if driver == "sim":
+        assert sample_value(pushed, "action_exec_total", **group, **OK) == local["by_status"]["ok"]
+        assert sample_value(pushed, "action_exec_total", **group, status="error") == local["by_status"]["error"]
+    else:
+        assert sample_value(pushed, "loadsim_http_requests_total", **group, result="2xx") == local["by_result"]["2xx"]
+        assert local["by_result"]["2xx"] == local["requests"]["finished"] > 2000
+    noun = "sends" if driver == "sim" else "requests"
+    assert sample_value(pushed, "loadsim_sends_started_total", **group) == local[noun]["started"]
+    failures = sample_value(pushed, "loadsim_push_failures_total", **group)
     assert failures is not None
-    assert failures > 3  # retried with backoff through the minute, counted
+    assert failures > 3  # retried with backoff through the outage, counted
     events = [e["event"] for e in child.events]
     assert events.count("push.outage") == 1  # logged once per outage, not per attempt
     assert events.count("push.recovered") == 1
-    # The engine kept its rate while the Pushgateway was down (open model, push off the loop).
+    # The run kept its rate while the Pushgateway was down (open model, push off the loop).
     assert local["achieved_rate_per_s"] == pytest.approx(100, rel=0.05)
+
+
+class TestHttpDriverState:
+    def test_kill_9_then_restart_resumes_and_no_counter_goes_backwards(self, tmp_path: Path) -> None:
+        from test_http_driver import Server
+
+        state = tmp_path / "http.state"
+        summary = tmp_path / "s.json"
+        with Server() as target:
+            common = (
+                "run", "--driver", "http", "--target", target.url, "--rate", "100/s", "--duration", "1h",
+                "--listen", "127.0.0.1:0", "--state", str(state), "--checkpoint-interval", "1s", "--progress", "off",
+            )  # fmt: skip
+            scrapes: list[float] = []
+            with loadsim_process(*common, "--fresh") as first:
+                url = str(first.wait_for_event("metrics.listening")["url"])
+                for _ in range(8):
+                    time.sleep(0.5)
+                    scrapes.append(sample_value(http_get(url), "loadsim_http_requests_total", result="2xx") or 0.0)
+                first.proc.kill()  # SIGKILL: no drain, no final checkpoint
+                first.proc.wait(timeout=5)
+            with loadsim_process(*common, "--summary-json", str(summary)) as second:
+                resumed = second.wait_for_event("state.resumed")
+                url = str(second.wait_for_event("metrics.listening")["url"])
+                after = sample_value(http_get(url), "loadsim_http_requests_total", result="2xx") or 0.0
+                time.sleep(1.5)
+                later = sample_value(http_get(url), "loadsim_http_requests_total", result="2xx") or 0.0
+                second.proc.send_signal(signal.SIGTERM)
+                assert second.finish(timeout=60) == 0
+        assert scrapes == sorted(scrapes)
+        assert scrapes[-1] > 0
+        assert after >= scrapes[-1]
+        assert later > after
+        assert resumed["missed_while_down"] > 0
+        s = json.loads(summary.read_text())
+        # The resumed run carries the first run's counts: every request started is finished or abandoned
+        # (those out when the last checkpoint was taken count as abandoned).
+        assert s["requests"]["started"] == s["requests"]["finished"] + s["requests"]["abandoned"]
+        assert s["by_result"]["2xx"] >= later
+        assert s["requests"]["started"] > 8 * 0.5 * 100 * 0.8
 
 
 class TestSecrets:

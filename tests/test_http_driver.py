@@ -286,14 +286,21 @@ def test_client_metrics_agree_with_the_summary(server: Server) -> None:
     from conftest import buckets, make_plan, scrape, total
     from prometheus_client import CollectorRegistry
 
-    from loadsim.drivers.http import HttpDriver, HttpOptions
-    from loadsim.engine.seeds import RunRandom
+    from loadsim.drivers.http import HttpOptions
+    from loadsim.runtime.execute import RunOptions, execute
 
-    plan = make_plan(name="m", arrivals="poisson", seed=3, duration="3s", schedule=[{"kind": "constant", "rate": 300}])
+    plan = make_plan(
+        name="m",
+        arrivals="poisson",
+        seed=3,
+        duration="3s",
+        schedule=[{"kind": "constant", "rate": 300}],
+        engine={"max_in_flight": 40},
+    )
     plan = dataclasses.replace(plan, virtual=False)
     registry = CollectorRegistry(auto_describe=False)
-    driver = HttpDriver(plan, HttpOptions(target=server.url, max_in_flight=40), RunRandom.from_seed(3), registry)
-    s = asyncio.run(driver.run())
+    options = RunOptions(listen=None, progress="off", http=HttpOptions(target=server.url, max_in_flight=40))
+    s = asyncio.run(execute(plan, options, registry=registry))
     samples = scrape(registry)
     requests = s["requests"]
     assert requests["started"] > 500
@@ -428,3 +435,44 @@ def test_an_unusable_ca_file_is_a_usage_error(
     assert line.startswith(f"loadsim: --ca-file: cannot use {ca} (")
     assert why in line
     assert line.endswith("); expected a PEM CA certificate")
+
+
+class TestDispatcherOnAManualClock:
+    """The HTTP driver's own timing, with time moved by the test: real requests, no sleeping."""
+
+    def test_each_request_starts_when_its_time_comes_and_not_before(self) -> None:
+        from conftest import make_plan, scrape, total
+
+        from loadsim.clock import ManualClock
+        from loadsim.drivers.http import HttpOptions
+        from loadsim.runtime.factory import build
+
+        plan = dataclasses.replace(
+            make_plan(name="d", arrivals="even", seed=1, duration="1s", schedule=[{"kind": "constant", "rate": 100}]),
+            virtual=False,
+        )
+
+        async def main(url: str) -> None:
+            clock = ManualClock()
+            run = build(plan, http=HttpOptions(target=url, connections=4), clock=clock)
+            await run.driver.open()
+            task = asyncio.create_task(run.engine.run())
+            try:
+                seen = []
+                for t in (0.0995, 0.2995, 0.6995):
+                    await clock.advance(t - clock.now())
+                    run.engine.snapshot()  # settles the driver's counts into the engine's
+                    seen.append(run.engine.counts.started)
+                # Even arrivals at 100/s are due at 0.00, 0.01, ...: 10, 30 and 70 of them by these times.
+                assert seen == [10, 30, 70]
+                await clock.run_until(task.done, step=0.05, limit=40.0)
+                await task
+            finally:
+                await run.driver.close()
+            s = scrape(run.registry)
+            assert total(s, "loadsim_http_requests_total", result="2xx") == 100
+            # Started within the dispatcher's 1 ms slice of their time, on the clock's own time.
+            assert total(s, "loadsim_http_start_lateness_seconds_bucket", le="0.001") == 100
+
+        with Server() as server:
+            asyncio.run(main(server.url))

@@ -12,18 +12,12 @@ import math
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
-from loadsim.clock import VirtualClock
-from loadsim.engine.loop import Engine
-from loadsim.engine.seeds import RunRandom
 from loadsim.errors import ConfigError
 from loadsim.overlays.scenarios import SCENARIOS
 from loadsim.plan import Overrides, apply_overrides, build_plan
 from loadsim.profile import parse_profile
-from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
+from loadsim.runtime.factory import build
 from loadsim.verify.recorder import ScrapeRecorder
 
 MIN = 60.0
@@ -32,15 +26,11 @@ GS = {"provider": "google", "action": "gmail.send"}
 
 def run(profile: dict[str, Any], seed: int = 11) -> ScrapeRecorder:
     plan = build_plan(parse_profile({"seed": seed, **profile}, "test.toml"), virtual=True)
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    recorder = ScrapeRecorder(relay)
-    engine = Engine(
-        plan, VirtualClock(plan.epoch), random, relay, HealthMetrics(registry), RunSummary(), on_window=recorder
-    )
-    asyncio.run(engine.run())
+    run = build(plan)
+    assert run.relay is not None
+    recorder = ScrapeRecorder(run.relay)
+    run.engine.after_window.append(recorder)
+    asyncio.run(run.engine.run())
     return recorder
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -399,8 +398,8 @@ class TestFastSampleValues:
     def test_matches_render(self, metrics, controller_visible) -> None:
         plan = make_plan(duration="20m", schedule=[{"kind": "constant", "rate": "30/s"}], metrics=metrics)
         run = run_plan(plan)
-        relay = run.engine.relay
-        snap = replace(relay.snapshot(), controller_visible=controller_visible)
+        relay = run.relay
+        snap = relay.snapshot(controller_visible=controller_visible)
         rendered = [s.value for fam in relay.render(snap) for s in fam.samples]
         assert relay.sample_values(snap).tolist() == rendered
         assert sum(rendered) > 0

@@ -1,37 +1,44 @@
-"""The HTTP driver: the same schedule, real requests, free of coordinated omission.
+"""The HTTP driver: the same schedule and overlays as real requests, free of coordinated omission.
 
-Open model: each window's arrival times are drawn ahead and a dispatcher wakes when
-the next one is due and starts every request whose time has come, so a request
-starts when it is due whatever the others are doing. When ``max_in_flight``
-requests are already out, a due arrival is dropped and counted, never queued
-(queueing would hide the target's slowness). Requests travel through
-:mod:`loadsim.drivers.wire`, a keep-alive HTTP/1.1 pool built for load (bytes
-serialised when a connection takes the request, ``httptools`` parsing, a callback
-per answer): aiohttp's client cost more CPU per request than the whole budget of a
-generator meant to outrun Locust on one core (see bench/README.md).
+Open model: the engine hands each window's arrival times over a little ahead of
+the window (``lead``); a dispatcher wakes when the next one is due and starts
+every request whose time has come, so a request starts when it is due whatever
+the others are doing. When ``max_in_flight`` requests are already out, a due
+arrival is dropped and counted, never queued (queueing would hide the target's
+slowness). Requests travel through :mod:`loadsim.drivers.wire`, a keep-alive
+HTTP/1.1 pool built for load (bytes made when a connection takes the request,
+``httptools`` parsing, a callback per answer): aiohttp's client cost more CPU per
+request than the whole budget of a generator meant to outrun Locust on one core
+(see bench/README.md). Every wait and every time read goes through the clock.
 
 Latency is recorded twice, in HdrHistogram (a well-kept library; fixed memory, 3
 significant digits from 1 us to 10 min): from the **intended** start (what a user
 waiting on the schedule experiences, free of coordinated omission) and from the
 **actual** start (what the target took once asked). Responses are classified as
-``2xx``, ``4xx`` by code (``4xx_429``...), ``5xx``, ``timeout`` and
-``connection_error`` (and ``abandoned`` for requests still out when the grace ran
-out, ``render_error`` for a request whose bytes could not be made); client-side
-metrics go under ``loadsim_http_``, never under the relay's names (in this mode
-the target emits those). Measurements are kept per request in plain lists and
-folded into the histograms once per window, in numpy.
+``2xx``, ``4xx`` by code (``4xx_429``...), ``5xx``, ``timeout``,
+``connection_error``, ``stale_connection`` (a reused keep-alive connection closed
+before answering a request that is not safe to retry), ``truncated`` (a body cut
+short), ``oversize`` (a body over the limit), ``abandoned`` (still out when the
+grace ran out) and ``render_error`` (a request whose bytes could not be made).
+Client-side metrics go under ``loadsim_http_``, never under the relay's names (in
+this mode the target emits those).
+
+Overlays reach real traffic in two ways (:data:`SUPPORT`): *input-side* scenarios
+change the requests (validation-spike sends payloads the relay's validation
+rejects, sanitization-spike hostile HTML, mime-slow heavy attachments,
+traffic-drop the rate, through the engine's arrivals); *Gmail-side* scenarios are
+switched on and off in a ``loadsim fake-gmail`` named with ``--fault-control``
+(:mod:`loadsim.drivers.faults`). Whatever cannot be honoured is refused before the
+run starts (:func:`overlay_problems`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
+import gc
 import json
 import math
 import ssl
-import threading
-import time
 from collections import Counter as Tally
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,32 +49,50 @@ from urllib.parse import urlsplit
 import numpy as np
 from hdrh.histogram import HdrHistogram
 from numpy.typing import NDArray
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector
 
-from loadsim.arrivals import Arrivals
+from loadsim.clock import Clock
 from loadsim.drivers import wire
+from loadsim.drivers.faults import GMAIL_SIDE, FaultControl
 from loadsim.drivers.templates import (
     TEMPLATES,
     GmailBatch,
     GmailPayloads,
     MessageSampler,
+    Shapes,
     Wire,
     relay_execute,
     relay_preview,
 )
+from loadsim.engine.driver import Counts, Part, Window
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import Problem
+from loadsim.model.params import ModelParams
 from loadsim.net import is_loopback
-from loadsim.plan import RunPlan
-from loadsim.sinks.relay_metrics import bucket_counts, render_buckets
+from loadsim.schedule import Schedule
+from loadsim.sinks.http_metrics import HttpMetrics
 
 HDR_MAX_US = 600_000_000
 """Longest latency recorded: 10 minutes, in microseconds."""
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 DEFAULT_REMOTE_MAX_RATE = 10.0
 """Sends/s allowed to a non-loopback target unless --max-rate raises it."""
+DEFAULT_MAX_BODY = 1 << 20
+"""Longest response body read (bytes); longer ones end as ``oversize``."""
+
+SUPPORT: dict[str, tuple[str, ...]] = {
+    "validation-spike": ("relay",),
+    "sanitization-spike": ("relay",),
+    "mime-slow": ("gmail", "relay"),
+    "traffic-drop": ("gmail", "relay"),
+}
+"""Input-side scenarios and the templates whose requests they change."""
+WHY_NOT: dict[str, str] = {
+    "validation-spike": "the relay rejects invalid sends before Gmail, so Gmail never sees them; use --template relay",
+    "sanitization-spike": "the relay sanitizes HTML before Gmail sees it; use --template relay",
+    "controller-stalled": "it acts on the rollout controller inside the relay, which traffic cannot reach",
+    "controller-failing": "it acts on the rollout controller inside the relay, which traffic cannot reach",
+    "metrics-missing": "it acts on the relay's metrics endpoint, not on traffic",
+    "oauth-refresh-failures": "it acts on the relay's token store, which traffic cannot reach",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +110,12 @@ class HttpOptions:
     ca_file: Path | None = None
     """Extra CA certificate (PEM) trusted for an https target, besides the system's."""
     max_attachment_bytes: int = 2048
+    """Content bytes per attachment while no overlay makes sizes real (see templates.Shapes)."""
+    max_body: int = DEFAULT_MAX_BODY
     lead: float = 0.05
     """How far ahead of a window its arrivals are placed on the loop (seconds)."""
+    fault_control: str | None = None
+    """Base URL of a loadsim fake-gmail whose control API gets the Gmail-side overlays."""
 
 
 def check_target(
@@ -120,6 +149,30 @@ def check_target(
     return problems
 
 
+def overlay_problems(overlays: Iterable[tuple[str, str, bool]], template: str, fault_control: bool) -> list[Problem]:
+    """Overlays (``(key, scenario, ramped)``) this driver cannot honour, each with why and what to do."""
+    where = "--driver http"
+    problems = []
+    for key, name, ramped in overlays:
+        if name in GMAIL_SIDE:
+            if not fault_control:
+                why = (
+                    f"{name} changes what Gmail answers: with --driver http it needs --fault-control URL "
+                    "of a loadsim fake-gmail that the target talks to"
+                )
+                problems.append(Problem(where, f"{key}.scenario", why))
+            elif ramped:
+                why = f"{name} cannot ramp through the fake-gmail control API; drop the ramp"
+                problems.append(Problem(where, f"{key}.ramp", why))
+        elif name in SUPPORT:
+            if template not in SUPPORT[name]:
+                why = f"{name} cannot apply to --template {template}: {WHY_NOT[name]}"
+                problems.append(Problem(where, f"{key}.scenario", why))
+        else:
+            problems.append(Problem(where, f"{key}.scenario", f"{name} cannot apply to real traffic: {WHY_NOT[name]}"))
+    return problems
+
+
 FloatArray = NDArray[np.float64]
 WARM_SECONDS = 0.01
 """Connections opened before the clock starts: enough for this many seconds of peak-rate arrivals."""
@@ -133,80 +186,10 @@ at 45,000/s against nginx; 69% with this floor). The price is start lateness of
 up to about a millisecond (p50 0.8 ms, p99 2.5 ms at 45,000/s), which the latency
 from the intended start includes.
 """
-LATENESS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
-
-
-class HttpMetrics(Collector):
-    """Client-side metrics of the driver, under ``loadsim_http_``, updated in bulk once per window.
-
-    The same families and labels an ordinary ``Counter``/``Histogram`` set would
-    expose, as cumulative numpy counts: one ``observe()`` per request cost more than
-    the request itself at tens of thousands per second. A lock guards updates
-    against a Pushgateway push rendering on its worker thread.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._lock = threading.Lock()
-        self._latency_edges = np.asarray(LATENCY_BUCKETS)
-        self._lateness_edges = np.asarray(LATENESS_BUCKETS)
-        self.results: dict[str, int] = {}
-        self.dropped = 0
-        self.in_flight = 0
-        self._latency = {b: (np.zeros(len(LATENCY_BUCKETS) + 1, np.int64), [0.0]) for b in ("intended", "actual")}
-        self._lateness = (np.zeros(len(LATENESS_BUCKETS) + 1, np.int64), [0.0])
-        registry.register(self)
-
-    def update(
-        self,
-        *,
-        results: dict[str, int],
-        intended: FloatArray,
-        actual: FloatArray,
-        lateness: FloatArray,
-        dropped: int,
-        in_flight: int,
-    ) -> None:
-        """Fold one window's measurements in."""
-        with self._lock:
-            for k, v in results.items():
-                self.results[k] = self.results.get(k, 0) + v
-            self.dropped += dropped
-            self.in_flight = in_flight
-            for (counts, total), values, edges in (
-                (self._latency["intended"], intended, self._latency_edges),
-                (self._latency["actual"], actual, self._latency_edges),
-                (self._lateness, lateness, self._lateness_edges),
-            ):
-                np.add(counts, bucket_counts(values, edges), out=counts)
-                total[0] += float(values.sum())
-
-    def describe(self) -> Iterable[Metric]:
-        return self.collect()
-
-    def collect(self) -> Iterable[Metric]:
-        with self._lock:
-            requests = CounterMetricFamily("loadsim_http_requests", "Requests by result", labels=["result"])
-            for result, n in sorted(self.results.items()):
-                requests.add_metric([result], n)
-            yield requests
-            yield CounterMetricFamily(
-                "loadsim_http_dropped", "Arrivals dropped: max in flight reached", value=self.dropped
-            )
-            yield GaugeMetricFamily("loadsim_http_in_flight", "Requests in flight", value=self.in_flight)
-            latency = HistogramMetricFamily(
-                "loadsim_http_latency_seconds",
-                "Latency from the intended start (free of coordinated omission) and from the actual start",
-                labels=["basis"],
-            )
-            for basis, (counts, total) in self._latency.items():
-                latency.add_metric([basis], render_buckets(LATENCY_BUCKETS, counts), total[0])
-            yield latency
-            lateness = HistogramMetricFamily(
-                "loadsim_http_start_lateness_seconds", "How late requests started after their intended time"
-            )
-            counts, total = self._lateness
-            lateness.add_metric([], render_buckets(LATENESS_BUCKETS, counts), total[0])
-            yield lateness
+GC_THRESHOLDS = (50_000, 50, 1000)
+"""While the driver runs: each request allocates small objects (its bytes, its exchange, its
+measurements); with the default thresholds the cyclic collector took about 20% of the driver's
+core (py-spy, 10 s runs). Freezing what set-up created and collecting less often gave +29%."""
 
 
 def record_bulk(h: HdrHistogram, seconds: FloatArray) -> None:
@@ -253,20 +236,21 @@ def _counts_view(h: HdrHistogram) -> NDArray[np.uint64] | None:
     return view
 
 
+def _hdr() -> HdrHistogram:
+    return HdrHistogram(1, HDR_MAX_US, 3)
+
+
 @dataclass
 class HttpResults:
     """What the driver saw: counts by result and HDR latency histograms."""
 
-    intended: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HDR_MAX_US, 3))
-    actual: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HDR_MAX_US, 3))
-    lateness: HdrHistogram = field(default_factory=lambda: HdrHistogram(1, HDR_MAX_US, 3))
+    intended: HdrHistogram = field(default_factory=_hdr)
+    actual: HdrHistogram = field(default_factory=_hdr)
+    lateness: HdrHistogram = field(default_factory=_hdr)
     results: Tally[str] = field(default_factory=Tally)
-    scheduled: int = 0
-    started: int = 0
-    dropped: int = 0
 
-    def to_dict(self, run_seconds: float, target_sends: float) -> dict[str, Any]:
-        finished = sum(v for k, v in self.results.items() if k != "abandoned")
+    def to_dict(self) -> dict[str, Any]:
+        """The driver's part of the summary."""
 
         def quantiles(h: HdrHistogram) -> dict[str, float]:
             if h.get_total_count() == 0:
@@ -276,22 +260,26 @@ class HttpResults:
             return out
 
         return {
-            "run_seconds": run_seconds,
-            "requests": {
-                "target": round(target_sends, 1),
-                "scheduled": self.scheduled,
-                "started": self.started,
-                "dropped": self.dropped,
-                "finished": finished,
-                "abandoned": self.results.get("abandoned", 0),
-            },
-            "achieved_rate_per_s": self.started / run_seconds if run_seconds > 0 else 0.0,
-            "target_rate_per_s": target_sends / run_seconds if run_seconds > 0 else 0.0,
             "by_result": dict(sorted(self.results.items())),
             "latency_from_intended_seconds": quantiles(self.intended),
             "latency_from_actual_seconds": quantiles(self.actual),
             "start_lateness_seconds": quantiles(self.lateness),
         }
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready: counts and each histogram in HdrHistogram's own encoding."""
+        return {
+            "results": dict(self.results),
+            "hdr": {name: getattr(self, name).encode().decode("ascii") for name in ("intended", "actual", "lateness")},
+        }
+
+    def load_state(self, meta: dict[str, Any]) -> None:
+        """Put checkpointed counts and histograms back."""
+        self.results = Tally({str(k): int(v) for k, v in meta["results"].items()})
+        for name in ("intended", "actual", "lateness"):
+            h = _hdr()
+            h.decode_and_add(meta["hdr"][name])
+            setattr(self, name, h)
 
 
 @dataclass(slots=True)
@@ -299,110 +287,78 @@ class _Due:
     """One window's arrivals on their way to the dispatcher."""
 
     times: FloatArray
-    """Absolute perf_counter() times, sorted."""
+    """Run times (the clock's), sorted."""
     batch: GmailBatch | None
+    shapes: Shapes
     next: int = 0
 
 
 class HttpDriver:
-    """Drives ``plan``'s schedule as real HTTP requests against ``options.target``."""
+    """Drives the engine's windows as real HTTP requests against ``options.target``."""
 
-    def __init__(
-        self, plan: RunPlan, options: HttpOptions, random: RunRandom, registry: CollectorRegistry, log: Any = None
+    noun = "requests"
+
+    def __init__(  # noqa: PLR0917 - each collaborator injected once
+        self,
+        options: HttpOptions,
+        model: ModelParams,
+        schedule: Schedule,
+        duration: float,
+        clock: Clock,
+        random: RunRandom,
+        metrics: HttpMetrics,
+        *,
+        faults: FaultControl | None = None,
+        log: Any = None,
     ) -> None:
-        self.plan = plan
         self.options = options
+        self.model = model
+        self.peak = peak_rate(schedule, duration)
+        self.clock = clock
+        self.metrics = metrics
+        self.faults = faults
         self.log = log
-        self.metrics = HttpMetrics(registry)
         self.results = HttpResults()
-        self.arrivals = Arrivals(plan.schedule, plan.arrivals, random.arrivals)
         self.wire = Wire(options.target, options.token)
-        self.sampler = MessageSampler(plan.model, random.outcomes, options.max_attachment_bytes)
+        self.sampler = MessageSampler(random.outcomes)
         self.gmail = GmailPayloads(self.wire, options.users, random.outcomes, random.overlays)
         self._relay_flow = options.template == "relay"
+        self._base_shapes = Shapes(model, attachment_cap=options.max_attachment_bytes)
         self._pool: wire.Pool | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._due: collections.deque[_Due] = collections.deque()
-        self._timer: asyncio.TimerHandle | None = None
+        self._waiting = 0
+        """Arrivals handed over and not yet dispatched (started or dropped)."""
+        self._timer: Any = None
         self._in_flight = 0
-        self._all_started = asyncio.Event()
-        """Set when no arrival is left to start (the last window's, at the end)."""
-        self._none_in_flight = asyncio.Event()
         self._stop = False
-        self.t = 0.0
+        self._gc: tuple[int, int, int] | None = None
         # Per-request measurements, folded into histograms once per window.
         self._intended: list[float] = []
         self._actual: list[float] = []
         self._lateness: list[FloatArray] = []
         self._window_results: dict[str, int] = {}
-        self._window_dropped = 0
+        self._started = 0
+        self._dropped = 0
+        self._completed = 0
+        self._lost_at_restart = 0
+        self._abandoned = 0
         self._labels = {
             wire.TIMEOUT: "timeout",
             wire.CONNECTION_ERROR: "connection_error",
             wire.ABANDONED: "abandoned",
             wire.RENDER_ERROR: "render_error",
+            wire.STALE_CONNECTION: "stale_connection",
+            wire.TRUNCATED: "truncated",
+            wire.OVERSIZE: "oversize",
         }
 
-    @property
-    def stop_requested(self) -> bool:
-        """Whether :meth:`request_stop` was called."""
-        return self._stop
+    # -- Driver: lifecycle ------------------------------------------------------------------
 
-    def request_stop(self) -> None:
-        """Place no more arrivals; requests already out finish (within the grace)."""
-        self._stop = True
-        if self._timer is not None:
-            self._timer.cancel()
-        self._due.clear()
-        self._all_started.set()
+    def handover(self, t0: float, t1: float) -> float:  # noqa: ARG002 - placed ahead of the window's start
+        return t0 - self.options.lead
 
-    async def run(self) -> dict[str, Any]:
-        """Run the schedule; returns the summary."""
-        self._loop = asyncio.get_running_loop()
-        pool = await self._open_pool()
-        wall0 = time.monotonic()
-        lead = self.options.lead
-        # Times are perf_counter(): uvloop's loop.time() ticks in whole milliseconds.
-        origin = time.perf_counter() + lead
-        duration, tick = self.plan.duration, self.plan.engine.tick
-        t0 = 0.0
-        try:
-            while t0 < duration and not self._stop:
-                t1 = min(t0 + tick, duration)
-                delay = origin + t0 - lead - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                if self._stop:
-                    break
-                starts = np.sort(self.arrivals.draw(t0, t1))
-                if len(starts):
-                    batch = None if self._relay_flow else self.gmail.draw(len(starts))
-                    self._due.append(_Due(origin + starts, batch))
-                    self._all_started.clear()
-                    if self._timer is None:
-                        self._dispatch()
-                self.results.scheduled = round(self.arrivals.cumulative_expected)
-                self._flush()
-                t0 = t1
-                self.t = t1
-            # Let the last window's arrivals start, then wait for what is in flight.
-            if self._due and not self._stop:
-                with contextlib.suppress(TimeoutError):  # bounded: they are all due within a window
-                    await asyncio.wait_for(self._all_started.wait(), tick + lead + 1.0)
-            await self._drain(self.plan.engine.grace)
-        finally:
-            self.request_stop()
-            await pool.aclose()
-            self._flush()
-        run_seconds = self.t
-        out = self.results.to_dict(run_seconds, self.plan.expected_sends(0.0, run_seconds))
-        out["wall_seconds"] = round(time.monotonic() - wall0, 3)
-        out["target"] = self.options.target
-        out["template"] = self.options.template
-        return out
-
-    async def _open_pool(self) -> wire.Pool:
-        """The connection pool, its first connections open before the clock starts."""
+    async def open(self) -> None:
+        """Open (and warm) the connection pool, and tune the collector for the run (undone by :meth:`close`)."""
         context = tls_context(self.options.ca_file) if self.wire.tls else None
         pool = wire.Pool(
             self.wire.host,
@@ -410,57 +366,115 @@ class HttpDriver:
             self._done,
             limit=self.options.connections,
             timeout=self.options.timeout,
+            clock=self.clock,
             ssl_context=context,
             render=self.gmail.build,
+            max_body=self.options.max_body,
         )
         self._pool = pool
         pool.start()
         # Enough connections for 10 ms of arrivals at the peak rate (64 at 6,400/s and above,
         # with --connections 64), not all of --connections: a 10/s run against a remote relay
         # should not open 256 connections to it.
-        wanted = min(self.options.connections, max(1, math.ceil(peak_rate(self.plan) * WARM_SECONDS)))
+        wanted = min(self.options.connections, max(1, math.ceil(self.peak * WARM_SECONDS)))
         ready = await pool.warm(wanted, within=min(self.options.timeout, 2.0))
         if self.log is not None:
             self.log.info("http.connections", ready=ready, wanted=wanted)
-        return pool
+        if self.faults is not None:
+            self.faults.start()
+        self._gc = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
 
-    async def _drain(self, grace: float) -> None:
-        """Wait up to ``grace`` for the requests in flight, still folding measurements in every window."""
-        deadline = time.perf_counter() + grace
-        while self._in_flight and (left := deadline - time.perf_counter()) > 0:
-            self._none_in_flight.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._none_in_flight.wait(), min(left, self.plan.engine.tick))
-            self._flush()
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self.faults is not None:
+            await self.faults.close()
+        if self._gc is not None:
+            gc.set_threshold(*self._gc)
+            gc.unfreeze()
+            self._gc = None
+
+    def request_stop(self) -> None:
+        """Start no more arrivals; requests already out finish (within the grace)."""
+        self._stop = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
+        self._waiting = 0
+
+    async def abandon(self) -> int:
+        before = self._abandoned
+        self.request_stop()
+        if self._pool is not None:
+            await self._pool.aclose()
+        return self._abandoned - before
+
+    # -- Driver: windows --------------------------------------------------------------------
+
+    def window(self, window: Window) -> Counts:
+        if self.faults is not None:
+            self.faults.sync(window.active, window.t0)
+        if not self._stop and len(window.starts):
+            starts = np.sort(window.starts)
+            shapes = self._shapes(window)
+            batch = None if self._relay_flow else self.gmail.draw(len(starts), shapes)
+            self._due.append(_Due(starts, batch, shapes))
+            self._waiting += len(starts)
+            if self._timer is None:
+                self._dispatch()
+        return self._flush()
+
+    def _shapes(self, window: Window) -> Shapes:
+        model = window.state.model
+        if model is self.model:
+            return self._base_shapes
+        # An overlay that changed the attachments (mime-slow) is about their size: send them whole.
+        real = model.attachments != self.model.attachments
+        return Shapes(model, real_attachment_sizes=real, attachment_cap=self.options.max_attachment_bytes)
+
+    def settle(self, t: float) -> Counts:  # noqa: ARG002 - completions arrive by themselves
+        return self._flush()
+
+    def in_flight(self) -> int:
+        return self._in_flight + self._waiting
+
+    def next_due(self) -> float:
+        return math.inf
+
+    def skip_to(self, t: float) -> None:  # noqa: ARG002 - requests never started are never due
+        return None
 
     # -- starting requests -----------------------------------------------------------------------
+
     def _dispatch(self) -> None:
         """Start every arrival that is due; sleep until the next one."""
         self._timer = None
-        now = time.perf_counter()
+        now = self.clock.now()
         while self._due:
             due = self._due[0]
             end = int(np.searchsorted(due.times, now, side="right"))
             if end > due.next:
                 self._start(due, due.next, end, now)
+                self._waiting -= end - due.next
                 due.next = end
             if due.next < len(due.times):
-                assert self._loop is not None
                 wait = max(float(due.times[due.next]) - now, DISPATCH_SLICE)
-                self._timer = self._loop.call_later(wait, self._dispatch)
+                self._timer = self.clock.call_later(wait, self._dispatch)
                 return
             self._due.popleft()
-        self._all_started.set()
 
     def _start(self, due: _Due, first: int, end: int, now: float) -> None:
         self._lateness.append(now - due.times[first:end])
         room = self.options.max_in_flight - self._in_flight
         last = end if end - first <= room else first + max(room, 0)
-        self._window_dropped += end - last
+        self._dropped += end - last
         if last <= first:
             return
         self._in_flight += last - first
-        self.results.started += last - first
+        self._started += last - first
         assert self._pool is not None
         submit = self._pool.submit
         times = due.times[first:last].tolist()
@@ -471,13 +485,14 @@ class HttpDriver:
                 submit(wire.Exchange(None, t, tag=now, source=batch, index=i))
         else:
             for t in times:
-                submit(self._relay_preview(t, now))
+                submit(self._relay_preview(t, now, due.shapes))
 
-    def _relay_preview(self, intended: float, actual: float) -> wire.Exchange:
-        payload = self.wire.request(relay_preview(self.sampler.draw(), self.options.token))
+    def _relay_preview(self, intended: float, actual: float, shapes: Shapes) -> wire.Exchange:
+        payload = self.wire.request(relay_preview(self.sampler.draw(shapes), self.options.token))
         return wire.Exchange(payload, intended, keep_body=True, tag=actual)
 
     # -- answers ---------------------------------------------------------------------------------
+
     def _done(self, ex: wire.Exchange, status: int) -> None:
         if self._relay_flow and ex.stage == 0 and status != wire.ABANDONED:
             result = self._relay_next(ex, status)
@@ -485,10 +500,12 @@ class HttpDriver:
                 return
         else:
             result = self._label(status)
-        end = time.perf_counter()
+        end = self.clock.now()
         self._in_flight -= 1
-        if not self._in_flight:
-            self._none_in_flight.set()
+        if status == wire.ABANDONED:
+            self._abandoned += 1
+        else:
+            self._completed += 1
         self._intended.append(end - ex.started)
         self._actual.append(end - ex.tag)
         self._window_results[result] = self._window_results.get(result, 0) + 1
@@ -513,14 +530,17 @@ class HttpDriver:
         if not preview_id:
             return "preview_no_id"
         follow = wire.Exchange(
-            self.wire.request(relay_execute(str(preview_id), self.options.token)), ex.started, tag=ex.tag
+            self.wire.request(relay_execute(str(preview_id), self.options.token)),
+            ex.started,
+            tag=ex.tag,
+            idempotent=True,  # it carries an Idempotency-Key: safe to retry on a stale connection
         )
         follow.stage = 1
         assert self._pool is not None
         self._pool.submit(follow)
         return None
 
-    def _flush(self) -> None:
+    def _flush(self) -> Counts:
         """Fold the window's measurements into the HDR histograms and the Prometheus families."""
         intended = np.asarray(self._intended)
         actual = np.asarray(self._actual)
@@ -532,16 +552,57 @@ class HttpDriver:
         record_bulk(self.results.lateness, lateness)
         results, self._window_results = self._window_results, {}
         self.results.results.update(results)
-        dropped, self._window_dropped = self._window_dropped, 0
-        self.results.dropped += dropped
+        counts = Counts(self._started, self._dropped, self._completed, self._lost_at_restart)
         self.metrics.update(
             results=results,
             intended=intended,
             actual=actual,
             lateness=lateness,
-            dropped=dropped,
+            dropped=self._dropped,
             in_flight=self._in_flight,
         )
+        self._started = self._dropped = self._completed = self._lost_at_restart = 0
+        return counts
+
+    # -- Driver: figures and state ------------------------------------------------------------
+
+    def errors(self) -> int:
+        return sum(n for k, n in self.results.results.items() if k not in ("2xx", "abandoned"))
+
+    def latency_quantile(self, q: float) -> float:
+        h = self.results.intended
+        return h.get_value_at_percentile(100 * q) / 1e6 if h.get_total_count() else math.nan
+
+    def report(self) -> dict[str, Any]:
+        out = self.results.to_dict()
+        out["target"] = self.options.target
+        out["template"] = self.options.template
+        if self.faults is not None:
+            out["fault_control"] = self.faults.summary()
+        return out
+
+    def snapshot(self) -> Part:
+        meta, arrays = self.metrics.state()
+        # Taken right after a settle (see Engine.snapshot): nothing is pending but what is on the wire.
+        return {"results": self.results.state(), "metrics": meta, "in_flight": self._in_flight}, arrays
+
+    def restore(self, part: Part) -> None:
+        meta, arrays = part
+        self.results.load_state(meta["results"])
+        self.metrics.load_state((meta["metrics"], arrays))
+        # Requests out when the checkpoint was taken cannot be resumed: they count as abandoned.
+        lost = int(meta["in_flight"])
+        if lost:
+            self.results.results["abandoned"] += lost
+            self.metrics.update(
+                results={"abandoned": lost},
+                intended=np.empty(0),
+                actual=np.empty(0),
+                lateness=np.empty(0),
+                dropped=0,
+                in_flight=0,
+            )
+            self._lost_at_restart = lost
 
 
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -565,9 +626,9 @@ def _classify(status: int) -> str:
     return f"status_{status}"
 
 
-def peak_rate(plan: RunPlan) -> float:
+def peak_rate(schedule: Schedule, duration: float) -> float:
     """The schedule's highest rate over the run (sampled each minute and at segment edges)."""
-    times = [p.start for p in plan.schedule.placed if p.start < plan.duration]
+    times = [p.start for p in schedule.placed if p.start < duration]
     step = 60.0
-    times += [k * step for k in range(math.ceil(plan.duration / step) + 1)]
-    return max(plan.schedule.at(min(t, plan.duration)) for t in times)
+    times += [k * step for k in range(math.ceil(duration / step) + 1)]
+    return max(schedule.at(min(t, duration)) for t in times)

@@ -21,10 +21,48 @@ at once (the driver drops arrivals past ``--max-in-flight``), so the queue is
 bounded too. One periodic sweep (not one timer per request) expires exchanges
 older than ``timeout`` whether they wait or are on the wire; an expired exchange
 on the wire aborts its connection, since its late answer would otherwise be read
-as the next exchange's.
+as the next exchange's. Time is the injected :class:`~loadsim.clock.Clock`'s:
+``Exchange.started`` and ``Exchange.submitted`` are run times, and the sweep and
+the connect timeout are the clock's timers, so tests move time by hand.
+
+Completions are delivered from one loop that never nests. A connection that ends
+an exchange first settles itself (idle, on to the next waiting exchange, or
+closed) and only queues the exchange; whoever called into the pool (the loop
+handing over bytes or a close, the sweep, a ``submit``) delivers the queue as its
+last step. An ``on_done`` may therefore ``submit`` at once (the relay flow submits
+its second request from the first one's completion) and find the connection it
+just freed idle; what finishes during that submit is queued behind, not recursed
+into, so a chain of thousands of completions keeps a flat stack.
 
 Status codes handed to ``on_done`` are the HTTP status, or one of the negative
-constants below for exchanges that never got an answer.
+constants below. :data:`TIMEOUT`, :data:`CONNECTION_ERROR`, :data:`ABANDONED` and
+:data:`RENDER_ERROR` say that no answer came (or no request could be made). Three
+more keep apart what those, or a status, would miscount:
+
+* :data:`STALE_CONNECTION`: HTTP/1.1 lets either side close an idle keep-alive
+  connection, and a request written just as the target closes one dies unanswered
+  (the target's keep-alive timeout races the generator). That is a race the client
+  loses, not the target failing, so it is not a ``CONNECTION_ERROR``. Only a
+  connection that already carried a complete exchange, closed (or failing the
+  write) before one byte of the next answer came, counts as stale. An exchange
+  marked ``idempotent`` (the relay's execute carries an ``Idempotency-Key``) is
+  then sent once more, on a fresh connection or one that has just answered (see
+  :class:`Pool`), and ends as any exchange does if that fails too; the others end
+  as ``STALE_CONNECTION``, since sending them twice could do their work twice.
+* :data:`TRUNCATED`: the headers came and the connection closed before the body's
+  declared end (``Content-Length`` not reached, chunks not finished). The status
+  line alone is not an answer: a 200 whose body was cut off did not deliver it.
+  A body framed by the close itself (no length, not chunked) is complete at the
+  close and keeps its status; an answer that may have no body (204, 304, 1xx; we
+  never send HEAD) is complete after its headers.
+* :data:`OVERSIZE`: the body outgrew ``max_body`` (or the head :data:`MAX_HEAD`).
+  It is counted as it arrives, kept or not, so a target streaming without end
+  cannot grow memory or hold a connection; the connection is closed, since the
+  rest of that body would otherwise be read as the next answer.
+
+A connection whose transport asks it to stop writing (``pause_writing``: the
+target is not reading) is handed no new exchange until ``resume_writing``; an
+answer that completes meanwhile leaves it out of the pool until then.
 """
 
 from __future__ import annotations
@@ -34,11 +72,12 @@ import collections
 import contextlib
 import itertools
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
 import httptools
+
+from loadsim.clock import Clock, Timer, wait_event, wait_for
 
 TIMEOUT = -1
 """No complete answer within the timeout."""
@@ -48,16 +87,39 @@ ABANDONED = -3
 """Still unanswered when the pool was closed (the run's grace ran out)."""
 RENDER_ERROR = -4
 """The request's bytes could not be made (a bug: the first such error goes to the loop's exception handler)."""
+STALE_CONNECTION = -5
+"""The target closed a reused keep-alive connection before answering; not retried: the request is not idempotent."""
+TRUNCATED = -6
+"""The headers came, then the connection closed before the body's declared end (its length, or its last chunk)."""
+OVERSIZE = -7
+"""The body was longer than the pool's ``max_body`` (or the head than :data:`MAX_HEAD`); the connection was closed."""
+
+MAX_HEAD = 1 << 16
+"""Bytes of an answer's head (status line, headers, interim answers before it) past which it is :data:`OVERSIZE`."""
 
 
 class Exchange:
     """One request on its way: its bytes, when it was handed over, and what came back.
 
     ``payload`` may be None: the pool's ``render`` then makes the bytes from ``source``
-    and ``index`` when a connection takes the exchange (see :class:`Pool`).
+    and ``index`` when a connection takes the exchange (see :class:`Pool`). An exchange
+    is submitted once.
     """
 
-    __slots__ = ("body", "index", "keep_body", "payload", "source", "stage", "started", "submitted", "tag")
+    __slots__ = (
+        "body",
+        "idempotent",
+        "index",
+        "keep_body",
+        "payload",
+        "retries",
+        "source",
+        "stage",
+        "started",
+        "status",
+        "submitted",
+        "tag",
+    )
 
     def __init__(
         self,
@@ -68,16 +130,24 @@ class Exchange:
         tag: Any = None,
         source: Any = None,
         index: int = 0,
+        idempotent: bool = False,
     ) -> None:
         self.payload = payload
         self.source = source
         """What the pool's ``render`` makes the bytes from, with ``index``, when ``payload`` is None."""
         self.index = index
         self.started = started
-        """perf_counter() when the request was due to start (the caller's reference point)."""
+        """Run time (the pool's clock) when the request was due to start: the caller's reference point."""
         self.submitted = 0.0
+        """Run time when it was handed to :meth:`Pool.submit`; its timeout counts from here."""
         self.keep_body = keep_body
         self.body: bytearray | None = bytearray() if keep_body else None
+        self.idempotent = idempotent
+        """Safe to send twice: sent once more if a reused connection went stale under it (:data:`STALE_CONNECTION`)."""
+        self.retries = 0
+        """How many times the pool sent it again (at most once)."""
+        self.status = 0
+        """0 until it finishes; then the status handed to ``on_done``."""
         self.stage = 0
         """Free for the caller: which step of a multi-request flow this is."""
         self.tag = tag
@@ -93,9 +163,26 @@ Render = Callable[[Any, int], bytes]
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; ``httptools`` calls the ``on_*`` methods while it parses."""
+    """One keep-alive connection; ``httptools`` calls the ``on_*`` methods while it parses.
 
-    __slots__ = ("closed", "current", "parser", "pool", "status", "transport")
+    It never calls ``on_done``: it settles its own state, then :meth:`Pool.finish`
+    queues the exchange, and whoever called in (``data_received``, ``connection_lost``,
+    the pool) delivers the queue last.
+    """
+
+    __slots__ = (
+        "closed",
+        "current",
+        "head",
+        "left",
+        "max_body",
+        "parser",
+        "paused",
+        "pool",
+        "reused",
+        "status",
+        "transport",
+    )
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
@@ -103,7 +190,17 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.current: Exchange | None = None
         self.status = 0
+        """The answer's status once its headers are in; 0 before (and after it completes)."""
         self.closed = False
+        self.reused = False
+        """It carried a complete exchange: a close before the next answer's first byte is a stale connection."""
+        self.paused = False
+        """The transport asked us to stop writing (:meth:`pause_writing`)."""
+        self.head = b""
+        """The answer's bytes until its headers are complete (b"" before its first byte; see :meth:`_framed`)."""
+        self.max_body = pool.max_body
+        self.left = pool.max_body
+        """Body bytes the answer may still have before it is :data:`OVERSIZE`."""
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,12 +209,20 @@ class _Connection(asyncio.Protocol):
         self.pool.transports += 1
 
     def data_received(self, data: bytes) -> None:
+        if not self.head:  # the answer's first bytes: kept (by reference) until its headers are complete
+            self.head = data
+        elif not self.status and not self._more_head(data):
+            self.pool.deliver()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # pragma: no cover - a load target does not upgrade
             self._fail(CONNECTION_ERROR)
         except httptools.HttpParserError:
             self._fail(CONNECTION_ERROR)
+        pool = self.pool
+        if pool.finished:
+            pool.deliver()
 
     def eof_received(self) -> bool | None:
         # The target closed its side (an idle keep-alive timeout, say): take the connection out of
@@ -128,39 +233,64 @@ class _Connection(asyncio.Protocol):
         return None  # let the transport close itself; connection_lost ends any exchange
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: ARG002 - any loss ends the exchange alike
-        self.pool.transport_gone()
+        pool = self.pool
+        pool.transport_gone()
         if not self.closed:
             self.closed = True
-            self.pool.lost(self)
+            pool.lost(self)
         ex, self.current = self.current, None
         if ex is not None:
-            # Headers in and the body cut short by the close (an answer framed by the close itself
-            # ends this way too): the target answered, so its status counts; otherwise no answer.
-            self.pool.finish(ex, self.status or CONNECTION_ERROR)
+            if self.status:  # headers in, the body cut short or framed by the close itself
+                pool.finish(ex, TRUNCATED if self._framed() else self.status)
+            elif self.reused and not self.head:  # not one byte of the answer: the target closed it as idle
+                pool.stale(ex)
+            else:
+                pool.finish(ex, CONNECTION_ERROR)
+        pool.deliver()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        pool = self.pool
+        if self.current is None and not self.closed and self in pool.busy:
+            # Its answer completed while paused: it was kept out of the pool until now.
+            pool.idle_again(self)
+            pool.deliver()
 
     # -- httptools callbacks ---------------------------------------------------------------------
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
+        self.left = left = self.left - len(body)
         ex = self.current
-        if ex is not None and ex.body is not None:
-            ex.body += body
+        if ex is not None:
+            if left < 0:
+                self._fail(OVERSIZE)  # the parser goes on with this chunk, but nothing is kept or ended by it
+            elif ex.body is not None:
+                ex.body += body
 
     def on_message_complete(self) -> None:
-        if 100 <= self.status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
-            self.status = 0
+        status = self.status
+        self.status = 0
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): the real one follows
             return
+        self.head = b""
+        self.left = self.max_body
         ex, self.current = self.current, None
-        status, self.status = self.status, 0
-        if ex is None:  # an answer nobody asked for: the connection is out of step
+        if ex is None:  # an answer nobody asked for (or the rest of one already ended): out of step
             self._close()
             return
+        ex.status = status  # Pool.finish, inlined: queued, delivered once this connection has settled below
+        self.pool.finished.append(ex)
+        self.reused = True
         if not self.parser.should_keep_alive():
             self._close()
-        self.pool.finish(ex, status)
-        if not self.closed:
+        elif not self.paused:
             self.pool.idle_again(self)
+        # else: kept out of the pool (in ``busy``, carrying nothing) until resume_writing
 
     # -- used by the pool ------------------------------------------------------------------------
     def send(self, ex: Exchange) -> None:
@@ -169,12 +299,22 @@ class _Connection(asyncio.Protocol):
         assert ex.payload is not None
         self.current = ex
         if self.closed or self.transport.is_closing():
-            self._fail(CONNECTION_ERROR)
+            self._unsent()
             return
         try:
             self.transport.write(ex.payload)
         except (RuntimeError, OSError):  # uvloop raises on a handle closed under us
-            self._fail(CONNECTION_ERROR)
+            self._unsent()
+
+    def _unsent(self) -> None:
+        """The write failed: on a reused connection that is a stale one, else a connection error."""
+        ex, self.current = self.current, None
+        self._close()
+        if ex is not None:
+            if self.reused:
+                self.pool.stale(ex)
+            else:
+                self.pool.finish(ex, CONNECTION_ERROR)
 
     def _fail(self, status: int) -> None:
         ex, self.current = self.current, None
@@ -191,6 +331,61 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
+    def _more_head(self, data: bytes) -> bool:
+        """A head longer than one read: keep it whole; False (the exchange :data:`OVERSIZE`) past :data:`MAX_HEAD`."""
+        if len(self.head) > MAX_HEAD:
+            self._fail(OVERSIZE)
+            return False
+        self.head += data
+        return True
+
+    def _framed(self) -> bool:
+        """Whether the answer the close cut off declared where its body ends (a length, or chunks).
+
+        llhttp keeps a connection alive only when the body's end is known without the
+        close, so a keep-alive answer was framed. Otherwise (``Connection: close``,
+        HTTP/1.0) its head is read again here; tracking framing on every answer would
+        cost an ``on_header`` call per header, about 0.5 us per answer from nginx.
+        """
+        return bool(self.parser.should_keep_alive()) or _declares_end(self.head)
+
+
+class _HeadReader:
+    """What a response head says about where its body ends; fed by a throwaway parser."""
+
+    __slots__ = ("coding", "framed", "length")
+
+    def __init__(self) -> None:
+        self.coding: bytes | None = None
+        self.length = False
+        self.framed = True
+        """Until a head is complete, assume it was framed: a status we cannot vouch for is not counted."""
+
+    def on_message_begin(self) -> None:
+        self.coding = None
+        self.length = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self.length = True
+        elif name == b"transfer-encoding":
+            self.coding = value if self.coding is None else self.coding + b"," + value
+
+    def on_headers_complete(self) -> None:
+        if self.coding is not None:  # chunked only when it is the last coding (RFC 9112 6.3), as llhttp reads it
+            self.framed = self.coding.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        else:
+            self.framed = self.length
+
+
+def _declares_end(head: bytes) -> bool:
+    """Whether the last response head in ``head`` has a ``Content-Length`` or a chunked body."""
+    reader = _HeadReader()
+    with contextlib.suppress(httptools.HttpParserError):
+        httptools.HttpResponseParser(reader).feed_data(head)
+    return reader.framed
+
 
 class Pool:
     """Up to ``limit`` keep-alive connections to one origin, sharing one FIFO of waiting exchanges.
@@ -205,6 +400,19 @@ class Pool:
     that fell behind for a moment got slower still, just when it had to catch up. Made
     when taken, the backlog costs no throughput, and an exchange that times out waiting
     is made only if it was among the :data:`RENDER_AHEAD` made together.
+
+    Each connection being opened was asked for by one exchange (the one whose
+    ``submit`` found no idle connection and room to grow, or the oldest waiting one
+    without an opening of its own when a connection is lost). If the connect fails,
+    that exchange ends as :data:`CONNECTION_ERROR` (or :data:`TIMEOUT`) if it is still
+    waiting; if another connection took it meanwhile, the failure ends nobody.
+
+    An idempotent exchange whose reused connection went stale waits again at the
+    front of the queue (it is older than all the others), and the pool opens a
+    connection in the stale one's place. It is not handed an idle connection: one
+    that has sat idle as long may be racing the target's keep-alive timeout too. It
+    goes to that fresh connection or to one that has just answered, whichever is
+    ready first, and is never sent a third time.
     """
 
     def __init__(
@@ -213,28 +421,42 @@ class Pool:
         port: int,
         on_done: Done,
         *,
+        clock: Clock,
         limit: int,
         timeout: float,
         ssl_context: ssl.SSLContext | None = None,
         render: Render | None = None,
+        max_body: int = 1 << 20,
     ) -> None:
         self.host = host
         self.port = port
         self.on_done = on_done
+        self.clock = clock
+        self._now = clock.now
         self.render: Render = render or _no_render
         self.render_errors = 0
         """Exchanges finished as :data:`RENDER_ERROR`."""
+        self.callback_errors = 0
+        """Times ``on_done`` raised (the first goes to the loop's exception handler)."""
+        self.retried = 0
+        """Idempotent exchanges sent again after a stale connection."""
         self.limit = limit
         self.timeout = timeout
+        self.max_body = max_body
         self.ssl_context = ssl_context
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
         self.waiting: collections.deque[Exchange] = collections.deque()
+        self.finished: collections.deque[Exchange] = collections.deque()
+        """Exchanges ended and not yet handed to ``on_done`` (see :meth:`deliver`)."""
+        self._delivering = False
         self.opening = 0
+        self._asking: set[Exchange] = set()
+        """Waiting exchanges a connection is being opened for."""
         self.outstanding = 0
-        """Exchanges handed to the pool and not finished yet."""
+        """Exchanges handed to the pool and not yet handed back to ``on_done``."""
         self._closing = False
-        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweeper: Timer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_opens: set[asyncio.Task[None]] = set()
         self.transports = 0
@@ -242,7 +464,7 @@ class Pool:
         self._all_gone = asyncio.Event()
 
     def start(self) -> None:
-        """Begin the timeout sweep on the running loop."""
+        """Begin the timeout sweep; connections are opened on the running loop."""
         self._loop = asyncio.get_running_loop()
         self._schedule_sweep()
 
@@ -254,49 +476,70 @@ class Pool:
         of a second. A target that refuses is not an error here: the exchanges will say so.
         """
         for _ in range(max(0, min(n, self.limit) - len(self.idle) - len(self.busy) - self.opening)):
-            self._open()
-        if self._pending_opens:
-            await asyncio.wait(set(self._pending_opens), timeout=within)
+            self._open(None)
+        await self._opened(within)
         return len(self.idle)
+
+    async def _opened(self, within: float) -> None:
+        """Wait (up to ``within`` s of the clock's time) until no connection is being opened."""
+        if self._pending_opens:
+            with contextlib.suppress(TimeoutError):
+                await wait_for(self.clock, asyncio.wait(set(self._pending_opens)), within)
 
     # -- submitting ------------------------------------------------------------------------------
     def submit(self, ex: Exchange) -> None:
         """Send ``ex`` now on an idle connection, or queue it and open a connection if the pool may grow."""
-        ex.submitted = time.perf_counter()
+        ex.submitted = self._now()
         self.outstanding += 1
         if self._closing:
             self.finish(ex, ABANDONED)
-            return
-        if ex.payload is None and self.idle and not self._render(ex):
-            return
-        while self.idle:
-            conn = self.idle.pop()
-            if conn.closed:
-                continue
-            self.busy.add(conn)
-            conn.send(ex)
-            return
-        self.waiting.append(ex)
-        if self._room():
-            self._open()
+        elif ex.payload is not None or not self.idle or self._render(ex):
+            idle = self.idle
+            while idle:
+                conn = idle.pop()
+                if not conn.closed:
+                    self.busy.add(conn)
+                    conn.send(ex)
+                    break
+            else:
+                self.waiting.append(ex)
+                if self._room():
+                    self._open(ex)
+        if self.finished:
+            self.deliver()
 
     def _room(self) -> bool:
         return len(self.busy) + len(self.idle) + self.opening < self.limit
 
-    def _open(self) -> None:
+    def _open(self, asker: Exchange | None) -> None:
+        """Open a connection, on behalf of ``asker`` (None: :meth:`warm`'s, on nobody's behalf)."""
         assert self._loop is not None
         self.opening += 1
-        task = self._loop.create_task(self._connect())
+        if asker is not None:
+            self._asking.add(asker)
+        task = self._loop.create_task(self._connect(asker))
         self._pending_opens.add(task)
         task.add_done_callback(self._pending_opens.discard)
 
-    async def _connect(self) -> None:
+    def _open_for_waiting(self) -> None:
+        """If the pool may grow, open a connection for the oldest waiting exchange that has none being opened."""
+        if self._closing or not self.waiting or not self._room():
+            return
+        asking = self._asking
+        for ex in self.waiting:
+            if ex not in asking:
+                self._open(ex)
+                return
+
+    async def _connect(self, asker: Exchange | None) -> None:
         assert self._loop is not None
         conn = _Connection(self)
+        status = 0
         try:
             # Bounded like the exchanges: a black-holed target must not hold an opening slot for the
             # kernel's whole SYN retry time (about two minutes).
-            await asyncio.wait_for(
+            await wait_for(
+                self.clock,
                 self._loop.create_connection(
                     lambda: conn,
                     self.host,
@@ -306,32 +549,87 @@ class Pool:
                 ),
                 self.timeout,
             )
-        except Exception as e:  # noqa: BLE001 - any failure (OSError, TLS, a bad host name) is this exchange's
-            self._connect_failed(TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR)
-            return
+        except Exception as e:  # noqa: BLE001 - any failure (OSError, TLS, a bad host name) is the asker's
+            status = TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR
         finally:
             self.opening -= 1
-        if conn.closed:
-            # Accepted and closed before this task resumed (a target at its connection limit).
-            self._connect_failed(CONNECTION_ERROR)
-            return
-        if self._closing:
+            if asker is not None:
+                self._asking.discard(asker)
+        if not status and conn.closed:  # accepted and closed before this task resumed (a target at its limit)
+            status = CONNECTION_ERROR
+        if status:
+            self._connect_failed(asker, status)
+        elif self._closing:
             conn._close()  # noqa: SLF001
-            return
-        self.idle_again(conn)
+        else:
+            self.idle_again(conn)
+        self.deliver()
 
-    def _connect_failed(self, status: int) -> None:
-        """The exchange that asked for a connection fails, as with any client; the next waiting one tries anew."""
-        if self.waiting:
-            self.finish(self.waiting.popleft(), status)
-        if self.waiting and not self._closing and self._room():
-            self._open()
+    def _connect_failed(self, asker: Exchange | None, status: int) -> None:
+        """The exchange that asked for the connection fails if it still waits; then the queue asks anew."""
+        if asker is not None and not asker.status and all(c.current is not asker for c in self.busy):
+            try:
+                self.waiting.remove(asker)  # waiting, since neither finished nor on a connection
+            except ValueError:  # pragma: no cover - by the invariant above
+                pass
+            else:
+                self.finish(asker, status)
+        self._open_for_waiting()
 
     # -- completion ------------------------------------------------------------------------------
     def finish(self, ex: Exchange, status: int) -> None:
-        """One exchange is over: tell the caller."""
-        self.outstanding -= 1
-        self.on_done(ex, status)
+        """``ex`` is over: queue it for :meth:`deliver` (the caller may be halfway through a state change)."""
+        ex.status = status
+        self.finished.append(ex)
+
+    def deliver(self) -> None:
+        """Hand every finished exchange to ``on_done``, oldest first, from one loop that never nests.
+
+        Called last by everything that calls into the pool. An ``on_done`` that submits
+        (or closes) lands here again while this loop runs: that call returns at once and
+        what it finished is delivered by this loop, in order, with the stack flat.
+        """
+        if self._delivering:
+            return
+        self._delivering = True
+        finished = self.finished
+        on_done = self.on_done
+        try:
+            while finished:
+                ex = finished.popleft()
+                self.outstanding -= 1
+                try:
+                    on_done(ex, ex.status)
+                except Exception as e:
+                    if self._loop is None:
+                        raise
+                    self.callback_errors += 1
+                    if self.callback_errors == 1:
+                        self._loop.call_exception_handler(
+                            {"message": "on_done raised; the pool delivers the rest", "exception": e}
+                        )
+        finally:
+            self._delivering = False
+
+    def stale(self, ex: Exchange) -> None:
+        """``ex`` was on a reused connection that closed (or failed a write) before a byte of its answer came."""
+        if self._closing:
+            self.finish(ex, ABANDONED)
+        elif not ex.idempotent:
+            self.finish(ex, STALE_CONNECTION)
+        elif ex.retries:
+            self.finish(ex, CONNECTION_ERROR)  # stale again: it ends as any failed exchange does
+        else:
+            ex.retries += 1
+            self.retried += 1
+            waiting = self.waiting
+            at = 0
+            for other in waiting:  # at the front, bar older retries: the sweep expects oldest first
+                if other.submitted > ex.submitted:
+                    break
+                at += 1
+            waiting.insert(at, ex)
+            self._open_for_waiting()
 
     def idle_again(self, conn: _Connection) -> None:
         """``conn`` can carry another exchange: the oldest waiting one, or it goes idle."""
@@ -385,23 +683,23 @@ class Pool:
             self.idle.remove(conn)
 
     def lost(self, conn: _Connection) -> None:
-        """``conn`` is closed: forget it; queued exchanges need a connection to replace it."""
+        """``conn`` is closed: forget it; a waiting exchange may need a connection in its place."""
         self.forget(conn)
-        if self.waiting and not self._closing and self._room():
-            self._open()
+        self._open_for_waiting()
 
     # -- timeouts --------------------------------------------------------------------------------
     def _schedule_sweep(self) -> None:
-        assert self._loop is not None
         if not self._closing:
-            self._sweeper = self._loop.call_later(min(0.05, self.timeout / 10), self._sweep)
+            self._sweeper = self.clock.call_later(min(0.05, self.timeout / 10), self._sweep)
 
     def _sweep(self) -> None:
-        deadline = time.perf_counter() - self.timeout
-        while self.waiting and self.waiting[0].submitted <= deadline:
-            self.finish(self.waiting.popleft(), TIMEOUT)
+        deadline = self._now() - self.timeout
+        waiting = self.waiting
+        while waiting and waiting[0].submitted <= deadline:
+            self.finish(waiting.popleft(), TIMEOUT)
         for conn in [c for c in self.busy if c.current is not None and c.current.submitted <= deadline]:
             conn._fail(TIMEOUT)  # noqa: SLF001
+        self.deliver()
         self._schedule_sweep()
 
     # -- closing ---------------------------------------------------------------------------------
@@ -412,18 +710,16 @@ class Pool:
             self._all_gone.set()
 
     async def aclose(self, wait: float = 2.0) -> None:
-        """:meth:`close`, then wait (up to ``wait`` s) until the loop has really closed every transport.
+        """:meth:`close`, then wait (up to ``wait`` s of the clock's time) until the loop has closed every transport.
 
         An aborted transport is released on a later loop iteration; a loop closed
         before that would leak the socket (uvloop warns about it).
         """
         self.close()
-        if self._pending_opens:
-            await asyncio.wait(set(self._pending_opens), timeout=wait)
+        await self._opened(wait)
         if self.transports > 0:
             self._all_gone.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_gone.wait(), wait)
+            await wait_event(self.clock, self._all_gone, wait)
 
     def close(self) -> None:
         """Abort every connection; whatever was still unanswered finishes as :data:`ABANDONED`."""
@@ -439,6 +735,7 @@ class Pool:
             conn._close()  # noqa: SLF001
             if ex is not None:
                 self.finish(ex, ABANDONED)
+        self.deliver()
 
 
 def _no_render(source: Any, index: int) -> bytes:

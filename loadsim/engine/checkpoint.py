@@ -1,21 +1,23 @@
 """Checkpoints: a run's position, random streams and totals, written so a restart resumes.
 
-A 48-hour observation window must survive a restart: ``--state FILE`` writes
-the engine's run time, every random generator's state, the relay's cumulative
-totals, the summary and the sends still in flight, atomically (write a temporary
-file, fsync, rename, fsync the directory) every checkpoint interval and at exit.
-A restart with the same file resumes with counters continuing where they
-stopped, so ``rate()`` never sees a reset.
+A 48-hour observation window must survive a restart: ``--state FILE`` writes what
+the engine and its driver hand over (:meth:`snapshot` on each: the run time,
+every random generator's state, the counts, the driver's cumulative totals and
+what it had in flight) atomically (write a temporary file, fsync, rename, fsync
+the directory) every checkpoint interval and at exit. A restart with the same
+file resumes with counters continuing where they stopped, so ``rate()`` never
+sees a reset. Each component owns its part: this module knows the file, not
+what is inside the parts.
 
 Never backwards, even after ``kill -9``: while a state file is in use, what is
 exposed (``/metrics`` and pushes) is the registry as of the last checkpoint that
-reached the disk, never the live totals. A killed run restarts from exactly what
-Prometheus last saw (or more), at the cost of exposing totals up to one
-checkpoint interval old.
+reached the disk, never the live totals (:class:`FrozenRegistry`). A killed run
+restarts from exactly what Prometheus last saw (or more), at the cost of
+exposing totals up to one checkpoint interval old.
 
 The file is an ``.npz`` archive: arrays as arrays, everything else as one JSON
-document, and a fingerprint of the profile and seed so that another run's state
-is refused, never silently adopted.
+document, and a fingerprint of the profile, seed and driver so that another
+run's state is refused, never silently adopted.
 """
 
 from __future__ import annotations
@@ -24,37 +26,22 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from loadsim.engine.loop import Engine
-from loadsim.model.sampler import Executions
+from loadsim.engine.driver import Part, Stateful
 
 FORMAT = "loadsim-state"
-VERSION = 1
-
-_RELAY_ARRAYS = (
-    "exec",
-    "errors",
-    "structured",
-    "latency_buckets",
-    "latency_sum",
-    "mime_buckets",
-    "attachment_bytes",
-    "inline_refs",
-    "sanitization",
-    "oauth",
-    "controller_runs",
-    "controller_changes",
-)
+VERSION = 2
+"""Version 2: one part per component (engine, driver). Version 1 files are refused with a message."""
+SEP = "/"
 
 
 class StateError(Exception):
@@ -62,16 +49,28 @@ class StateError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """What makes two runs the same run, for a state file."""
+
+    profile: str
+    seed: int
+    fingerprint: str
+    virtual: bool
+    epoch: float
+    driver: str
+
+
+@dataclass(frozen=True, slots=True)
 class Checkpoint:
     """One captured state, ready to write or to restore."""
 
     meta: dict[str, Any]
-    arrays: dict[str, NDArray[Any]]
+    parts: dict[str, Part]
 
     @property
     def t(self) -> float:
         """Run time the checkpoint was taken at."""
-        return float(self.meta["t"])
+        return float(self.parts["engine"][0]["t"])
 
     @property
     def epoch(self) -> float:
@@ -79,48 +78,37 @@ class Checkpoint:
         return float(self.meta["epoch"])
 
 
-def capture(engine: Engine) -> Checkpoint:
-    """Copy everything a restart needs, between two engine windows (so it is consistent)."""
-    relay, summary, pending = engine.relay, engine.summary, engine.inflight.pending
-    arrays: dict[str, NDArray[Any]] = {f"relay.{name}": getattr(relay, name).copy() for name in _RELAY_ARRAYS}
-    arrays |= {
-        "summary.class_counts": summary.class_counts.copy(),
-        "summary.latency": summary.latency.counts.copy(),
-        "inflight.cls": pending.cls.copy(),
-        "inflight.latency": pending.latency.copy(),
-        "inflight.done_at": pending.done_at.copy(),
-    }
+def capture(identity: Identity, components: Mapping[str, Stateful]) -> Checkpoint:
+    """Ask each component for its part, between two engine windows (so they agree)."""
     meta = {
         "format": FORMAT,
         "version": VERSION,
-        "profile": engine.plan.name,
-        "seed": engine.plan.seed,
-        "fingerprint": engine.plan.fingerprint,
-        "virtual": engine.plan.virtual,
-        "epoch": engine.plan.epoch,
-        "t": engine.t,
-        "arrivals_cumulative_expected": engine.arrivals.cumulative_expected,
-        "controller_next_run": engine.controller.next_run,
-        "relay": {
-            "mime_sum": relay.mime_sum,
-            "controller_percent": relay.controller_percent,
-        },
-        "summary": {
-            "scheduled": summary.scheduled,
-            "started": summary.started,
-            "dropped": summary.dropped,
-            "abandoned": summary.abandoned,
-            "missed": summary.missed,
-        },
-        "random": {name: gen.bit_generator.state for name, gen in engine.random.generators().items()},
+        "profile": identity.profile,
+        "seed": identity.seed,
+        "fingerprint": identity.fingerprint,
+        "virtual": identity.virtual,
+        "epoch": identity.epoch,
+        "driver": identity.driver,
     }
-    return Checkpoint(meta, arrays)
+    return Checkpoint(meta, {name: c.snapshot() for name, c in components.items()})
+
+
+def restore(checkpoint: Checkpoint, components: Mapping[str, Stateful]) -> None:
+    """Hand each freshly built component its part back (before the run starts)."""
+    for name, component in components.items():
+        try:
+            component.restore(checkpoint.parts[name])
+        except (KeyError, ValueError) as e:
+            msg = f"the state file's {name} part does not fit this run ({e}); pass --fresh to start a new run"
+            raise StateError(msg) from None
 
 
 def write(path: Path, checkpoint: Checkpoint) -> None:
     """Write atomically: a reader sees the old file or the new one, never a torn one."""
     buffer = io.BytesIO()
-    payload = {"__meta__": np.array(json.dumps(checkpoint.meta)), **checkpoint.arrays}
+    meta = {**checkpoint.meta, "parts": {name: part[0] for name, part in checkpoint.parts.items()}}
+    arrays = {f"{name}{SEP}{key}": a for name, part in checkpoint.parts.items() for key, a in part[1].items()}
+    payload = {"__meta__": np.array(json.dumps(meta)), **arrays}
     np.savez(buffer, **payload)  # type: ignore[arg-type] # numpy's stub reads the keys as its own keywords
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -136,7 +124,7 @@ def write(path: Path, checkpoint: Checkpoint) -> None:
         os.close(dir_fd)
 
 
-def read(path: Path, *, run_fingerprint: str, profile: str, seed: int) -> Checkpoint:
+def read(path: Path, identity: Identity) -> Checkpoint:
     """Read and check a state file; :class:`StateError` explains any reason it cannot be used."""
     fresh = "pass --fresh to start a new run (the old file is kept as .bak)"
     try:
@@ -150,56 +138,27 @@ def read(path: Path, *, run_fingerprint: str, profile: str, seed: int) -> Checkp
         raise StateError(f"not a readable loadsim state file ({type(e).__name__}: {e}); {fresh}") from None
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise StateError(f"not a loadsim state file of version {VERSION}; {fresh}")
-    if meta["fingerprint"] != run_fingerprint:
-        if meta["profile"] != profile or meta["seed"] != seed:
+    if meta.get("driver") != identity.driver:
+        theirs = meta.get("driver")
+        raise StateError(f"written by the {theirs} driver, this run uses the {identity.driver} driver; {fresh}")
+    if meta["fingerprint"] != identity.fingerprint:
+        if meta["profile"] != identity.profile or meta["seed"] != identity.seed:
             why = (
                 f"written by profile {meta['profile']!r} with seed {meta['seed']}, "
-                f"this run is {profile!r} with seed {seed}"
+                f"this run is {identity.profile!r} with seed {identity.seed}"
             )
         else:
-            why = f"profile {profile!r} has changed since this state was written"
+            why = f"profile {identity.profile!r} has changed since this state was written"
         raise StateError(f"{why}; {fresh}")
-    missing = [f"relay.{n}" for n in _RELAY_ARRAYS if f"relay.{n}" not in arrays]
-    if missing:
-        raise StateError(f"incomplete state file (missing {', '.join(missing)}); {fresh}")
-    return Checkpoint(meta, arrays)
-
-
-def restore(engine: Engine, checkpoint: Checkpoint) -> None:
-    """Put a checkpoint back into a freshly built engine (before it runs)."""
-    meta, arrays = checkpoint.meta, checkpoint.arrays
-    relay, summary, health = engine.relay, engine.summary, engine.health
-    for name in _RELAY_ARRAYS:
-        current = getattr(relay, name)
-        saved = arrays[f"relay.{name}"]
-        if saved.shape != current.shape:
-            msg = f"state file has {name} of shape {saved.shape}, this run needs {current.shape}; pass --fresh"
-            raise StateError(msg)
-        current[...] = saved
-    relay.mime_sum = float(meta["relay"]["mime_sum"])
-    relay.controller_percent = float(meta["relay"]["controller_percent"])
-    summary.class_counts[...] = arrays["summary.class_counts"]
-    summary.latency.counts[...] = arrays["summary.latency"]
-    for key, value in meta["summary"].items():
-        setattr(summary, key, int(value))
-    engine.inflight.pending = Executions(
-        cls=arrays["inflight.cls"].astype(np.int8),
-        latency=arrays["inflight.latency"].astype(np.float64),
-        done_at=arrays["inflight.done_at"].astype(np.float64),
-    )
-    engine.arrivals.cumulative_expected = float(meta["arrivals_cumulative_expected"])
-    engine.controller.next_run = float(meta["controller_next_run"])
-    for name, gen in engine.random.generators().items():
-        gen.bit_generator.state = meta["random"][name]
-    engine.t = float(meta["t"])
-    # loadsim's own counters continue too (prometheus-client counters only go up from 0).
-    health.scheduled.inc(summary.scheduled)
-    health.started.inc(summary.started)
-    health.dropped.inc(summary.dropped)
-    health.completed.inc(summary.finished)
-    health.abandoned.inc(summary.abandoned)
-    health.missed.inc(summary.missed)
-    health.in_flight.set(len(engine.inflight))
+    parts_meta = meta.pop("parts", {})
+    if "engine" not in parts_meta:
+        raise StateError(f"incomplete state file (no engine part); {fresh}")
+    parts: dict[str, Part] = {name: (m, {}) for name, m in parts_meta.items()}
+    for key, a in arrays.items():
+        name, _, sub = key.partition(SEP)
+        if name in parts:
+            parts[name][1][sub] = a
+    return Checkpoint(meta, parts)
 
 
 class FrozenRegistry(Collector):

@@ -1,38 +1,41 @@
-"""The engine: one absolute-time loop over windows, open model, batched.
+"""The engine: one absolute-time loop over windows, open model, for every driver.
 
-Each window ``[t0, t1)`` the engine waits until ``t1`` on its clock, draws the
-window's arrivals, samples all their outcomes in one call, records what
-happened at start, adds the executions to the in-flight set and records every
-send due by ``t1``. Arrivals never wait for completions; when more than
-``max_in_flight`` sends are in flight, new arrivals are dropped and counted,
-never queued. At the end, sends in flight get ``grace`` seconds to finish;
-what is still in flight then is counted as abandoned, not lost silently.
+Each window ``[t0, t1)`` the engine waits on its clock until the driver's
+hand-over time (the window's end for the simulated driver, a little before its
+start for the HTTP driver), works out the parameters in force (overlays
+applied), draws the window's arrivals and hands them to the driver. Arrivals
+never wait for completions: how many there are depends on the schedule, the
+overlays and the random stream alone; a driver drops (and counts) what it
+cannot start, never queues it. At the end, what is in flight gets ``grace``
+seconds to finish; what is still out then is counted as abandoned, never lost
+silently.
+
+The engine owns the run's state: the run time reached, the overlays (started
+and stopped through :meth:`Engine.start_overlay` and :meth:`Engine.stop_overlay`,
+never by editing the plan), the parameters in force (:attr:`Engine.state`) and
+the run's counts. Checkpoints ask it, and the driver, for snapshots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
-
-import numpy as np
 
 from loadsim.arrivals import Arrivals
 from loadsim.clock import Clock
-from loadsim.engine.inflight import InFlight
+from loadsim.engine.driver import NO_COUNTS, Counts, Driver, FloatArray, Part, Window
 from loadsim.engine.seeds import RunRandom
-from loadsim.model.controller import ControllerHeartbeat
-from loadsim.model.sampler import Executions, OutcomeModel
+from loadsim.overlays.scenarios import SCENARIOS
 from loadsim.overlays.state import RunState
+from loadsim.overlays.timeline import Active, Overlay, Timeline
 from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
-from loadsim.types import Sink, WindowObserver
 
-_NO_STARTS = Executions(
-    cls=np.empty(0, dtype=np.int8), latency=np.empty(0, dtype=np.float64), done_at=np.empty(0, dtype=np.float64)
-)
+WindowObserver = Callable[[float, float, FloatArray], None]
+"""Called with ``(t0, t1, start_times)`` for every window, before the driver: per-second counts, plots, tests."""
+AfterWindow = Callable[[float, RunState], None]
+"""Called with the run time reached and the parameters in force after every window (scrape recorders, progress)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,150 +48,204 @@ class RunResult:
     abandoned: int
 
 
-class Engine:
-    """Runs a plan on a clock, feeding the relay metrics, health metrics and summary."""
+@dataclass(slots=True)
+class RunCounts:
+    """The run's totals, whatever the driver."""
 
-    def __init__(  # noqa: PLR0917 - each collaborator is injected once, in data-flow order
+    scheduled: int = 0
+    """Arrivals the schedule produced."""
+    started: int = 0
+    dropped: int = 0
+    completed: int = 0
+    abandoned: int = 0
+    missed: int = 0
+    """Arrivals the schedule expected while the run was down (between a checkpoint and a restart)."""
+
+    def snapshot(self) -> Part:
+        return asdict(self), {}
+
+    def restore(self, part: Part) -> None:
+        for f in fields(self):
+            setattr(self, f.name, int(part[0].get(f.name, 0)))
+
+
+class Engine:
+    """Runs a plan's schedule and overlays on a clock, through one driver."""
+
+    def __init__(
         self,
         plan: RunPlan,
         clock: Clock,
         random: RunRandom,
-        relay: RelayMetrics,
+        driver: Driver,
         health: HealthMetrics,
-        summary: RunSummary,
         *,
-        sinks: Sequence[Sink] = (),
         observers: Sequence[WindowObserver] = (),
-        on_window: Callable[[float], None] | None = None,
+        after_window: Sequence[AfterWindow] = (),
         log: Any = None,
     ) -> None:
         self.plan = plan
         self.clock = clock
         self.random = random
-        self.relay = relay
+        self.driver = driver
         self.health = health
-        self.summary = summary
-        self.sinks: tuple[Sink, ...] = (relay, summary, *sinks)
         self.observers = tuple(observers)
-        self.on_window = on_window
+        self.after_window = list(after_window)
         self.log = log
+        self.counts = RunCounts()
+        self.timeline = Timeline(plan.timeline.overlays)
+        """The run's overlays: the plan's, then any started while it runs."""
         self.base_state = RunState(model=plan.model, controller=plan.controller)
-        self._base_model = self.model = OutcomeModel(plan.model)
-        for ov in plan.timeline.overlays:
+        self.state = self.base_state
+        """The parameters in force in the last window (overlays applied)."""
+        self.active: list[Active] = []
+        for ov in self.timeline.overlays:
             health.overlay_active.labels(overlay=ov.name).set(0.0)
-        self._models: dict[tuple[tuple[int, float], ...], OutcomeModel] = {}
-        self._active: dict[int, float] = {}
+        self._announced: dict[int, float] = {}
         """Overlays (by index in the timeline) active in the last window, with their intensity."""
         self.arrivals = Arrivals(plan.schedule, plan.arrivals, random.arrivals)
-        self.inflight = InFlight()
-        self.controller = ControllerHeartbeat(random.controller)
         self.t = 0.0
-        """Run time up to which every window has been processed."""
+        """Run time up to which every window has been handed to the driver."""
         self._stop_requested = False
 
-    def skip_to(self, t: float) -> int:
-        """Resume at run time ``t`` after downtime; returns the number of arrivals missed.
-
-        The schedule's arrivals in between are counted as missed (never generated in a
-        burst), and the controller's runs in between are skipped.
-        """
-        if t <= self.t:
-            return 0
-        expected = self.plan.schedule.expected(self.t, t)
-        self.arrivals.cumulative_expected += expected
-        missed = round(expected)
-        self.summary.missed += missed
-        self.health.missed.inc(missed)
-        interval = self.plan.controller.interval
-        while self.controller.next_run < t:
-            self.controller.next_run += interval
-        self.t = t
-        return missed
+    # -- control -----------------------------------------------------------------------------
 
     def request_stop(self) -> None:
-        """Stop drawing arrivals at the next window; in-flight sends still drain."""
-        self._stop_requested = True
+        """Hand over no more windows; what is in flight still drains."""
+        if not self._stop_requested:
+            self._stop_requested = True
+            self.driver.request_stop()
 
     @property
     def stop_requested(self) -> bool:
         """Whether :meth:`request_stop` was called."""
         return self._stop_requested
 
-    def state_at(self, t: float) -> RunState:
-        """The parameters in force at ``t`` (overlays applied), with their model ready."""
-        timeline = self.plan.timeline
-        if not timeline:
-            return self.base_state
-        base = replace(self.base_state, rate=self.plan.schedule.at(t))
-        state, active = timeline.state_at(base, t)
-        now = {a.index: a.intensity for a in active}
-        self._announce(now, t)
-        if active:
-            key = tuple(sorted((i, round(x, 3)) for i, x in now.items()))
-            model = self._models.get(key)
-            if model is None:
-                if len(self._models) > 256:
-                    self._models.clear()
-                model = self._models[key] = OutcomeModel(state.model)
-            self.model = model
-        else:
-            self.model = self._base_model
-        return state
+    @property
+    def running(self) -> bool:
+        """Still working through its schedule (what ``/readyz`` reports)."""
+        return not self._stop_requested and self.t < self.plan.duration
 
-    def _announce(self, now: dict[int, float], t: float) -> None:
+    def start_overlay(self, scenario: str, options: Mapping[str, Any] | None = None, magnitude: float = 1.0) -> Overlay:
+        """Start ``scenario`` now, until :meth:`stop_overlay`; raises ValueError for bad options."""
+        overlay = self.timeline.start_now(SCENARIOS[scenario], self.t, options, magnitude)
+        self.health.overlay_active.labels(overlay=overlay.name).set(0.0)
+        return overlay
+
+    def stop_overlay(self, scenario: str) -> int:
+        """End every open overlay of ``scenario`` now; returns how many."""
+        return self.timeline.stop_now(scenario, self.t)
+
+    def skip_to(self, t: float) -> int:
+        """Resume at run time ``t`` after downtime; returns the number of arrivals missed.
+
+        The schedule's arrivals in between are counted as missed (never generated in
+        a burst), and the driver forgets what was due in between.
+        """
+        if t <= self.t:
+            return 0
+        expected = self.plan.schedule.expected(self.t, t)
+        self.arrivals.cumulative_expected += expected
+        missed = round(expected)
+        self.counts.missed += missed
+        self.health.missed.inc(missed)
+        self.driver.skip_to(t)
+        self.t = t
+        return missed
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> Part:
+        """The engine's own position: run time, arrival phase, counts and every random stream.
+
+        The driver settles first, so the counts include everything it accounted for so far
+        and its own snapshot (taken next) agrees with them.
+        """
+        self._add(self.driver.settle(self.t))
+        counts, _ = self.counts.snapshot()
+        meta = {
+            "t": self.t,
+            "arrivals_cumulative_expected": self.arrivals.cumulative_expected,
+            "counts": counts,
+            "random": {name: gen.bit_generator.state for name, gen in self.random.generators().items()},
+        }
+        return meta, {}
+
+    def restore(self, part: Part) -> None:
+        meta = part[0]
+        self.t = float(meta["t"])
+        self.arrivals.cumulative_expected = float(meta["arrivals_cumulative_expected"])
+        self.counts.restore((meta["counts"], {}))
+        for name, gen in self.random.generators().items():
+            gen.bit_generator.state = meta["random"][name]
+        # loadsim's own counters continue too (prometheus-client counters only go up from 0).
+        c, h = self.counts, self.health
+        h.scheduled.inc(c.scheduled)
+        h.started.inc(c.started)
+        h.dropped.inc(c.dropped)
+        h.completed.inc(c.completed)
+        h.abandoned.inc(c.abandoned)
+        h.missed.inc(c.missed)
+        h.run_seconds.set(self.t)
+        h.in_flight.set(self.driver.in_flight())
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def state_at(self, t: float) -> tuple[RunState, list[Active]]:
+        """The parameters in force at ``t`` (overlays applied) and the overlays acting."""
+        if not self.timeline:
+            return self.base_state, []
+        base = replace(self.base_state, rate=self.plan.schedule.at(t))
+        state, active = self.timeline.state_at(base, t)
+        self._announce(active, t)
+        return state, active
+
+    def _announce(self, active: list[Active], t: float) -> None:
         """Ground truth: the overlay gauge and a log event at each overlay's start and end."""
-        for i in now.keys() | self._active.keys():
-            overlay = self.plan.timeline.overlays[i]
-            before, after = self._active.get(i), now.get(i)
+        now = {a.index: a.intensity for a in active}
+        for i in now.keys() | self._announced.keys():
+            overlay = self.timeline.overlays[i]
+            before, after = self._announced.get(i), now.get(i)
             if before != after:
                 self.health.overlay_active.labels(overlay=overlay.name).set(after or 0.0)
             if before is None and self.log is not None:
                 self.log.info("overlay.start", run_seconds=t, **overlay.describe())
             elif after is None and self.log is not None:
                 self.log.info("overlay.end", run_seconds=t, scenario=overlay.name)
-        self._active = now
+        self._announced = now
 
     def step(self, t0: float, t1: float) -> None:
-        """Process the window ``[t0, t1)``: arrivals, outcomes, completions, heartbeat."""
-        state = self.state_at(0.5 * (t0 + t1))
-        self.relay.controller_visible = state.controller_visible
-        self.relay.exposition_up = state.exposition_up
+        """Hand the window ``[t0, t1)`` to the driver: parameters, arrivals, accounting."""
+        state, active = self.state_at(0.5 * (t0 + t1))
+        self.state, self.active = state, active
         starts = self.arrivals.draw(t0, t1, state.arrival_scale)
-        scheduled = len(starts)
-        room = self.plan.engine.max_in_flight - len(self.inflight)
-        dropped = max(0, scheduled - room)
-        if dropped:
-            starts = starts[: max(room, 0)]
         for observe in self.observers:
             observe(t0, t1, starts)
-        effects, executions = self.model.sample(self.random.outcomes, starts)
-        due = self.inflight.add_and_pop_due(executions, t1)
-        for sink in self.sinks:
-            sink.record_starts(effects)
-            sink.record_executions(due)
-        self.controller.advance(t1, state.controller, self.relay)
-        self._account(scheduled, len(starts), dropped, len(due) + int(effects.guard_counts.sum()), t1)
+        counts = self.driver.window(Window(t0, t1, starts, state, active))
+        self._account(len(starts), counts, t1)
 
-    def complete_until(self, t1: float) -> None:
-        """Record completions due by ``t1`` without drawing arrivals (the drain)."""
-        due = self.inflight.add_and_pop_due(_NO_STARTS, t1)
-        for sink in self.sinks:
-            sink.record_executions(due)
-        self._account(0, 0, 0, len(due), t1)
+    def _account(self, scheduled: int, counts: Counts, t1: float) -> None:
+        self.counts.scheduled += scheduled
+        self.health.scheduled.inc(scheduled)
+        self._add(counts)
+        self.health.run_seconds.set(t1)
+        self.t = max(self.t, t1)
+        for after in self.after_window:
+            after(self.t, self.state)
 
-    def _account(self, scheduled: int, started: int, dropped: int, completed: int, t1: float) -> None:
-        s, h = self.summary, self.health
-        s.scheduled += scheduled
-        s.started += started
-        s.dropped += dropped
-        h.scheduled.inc(scheduled)
-        h.started.inc(started)
-        if dropped:
-            h.dropped.inc(dropped)
-        h.completed.inc(completed)
-        h.in_flight.set(len(self.inflight))
-        h.run_seconds.set(t1)
-        self.t = t1
+    def _add(self, counts: Counts) -> None:
+        c, h = self.counts, self.health
+        c.started += counts.started
+        c.dropped += counts.dropped
+        c.completed += counts.completed
+        c.abandoned += counts.abandoned
+        h.started.inc(counts.started)
+        if counts.dropped:
+            h.dropped.inc(counts.dropped)
+        h.completed.inc(counts.completed)
+        if counts.abandoned:
+            h.abandoned.inc(counts.abandoned)
+        h.in_flight.set(self.driver.in_flight())
 
     async def run(self) -> RunResult:
         """Run the schedule to its end (or until stopped), then drain."""
@@ -198,31 +255,60 @@ class Engine:
         t0 = self.t
         while t0 < duration and not self._stop_requested:
             t1 = min(t0 + tick, duration)
-            lateness = await self.clock.sleep_until(t1)
+            wake = self.driver.handover(t0, t1)
+            lateness = await self.clock.sleep_until(wake)
+            if self._stop_requested and wake < t1:
+                break  # a window handed over before it ends has not begun: it never will
             self.health.lateness.observe(lateness)
             self.health.target_rate.set(target(t1))
             self.step(t0, t1)
-            if self.on_window is not None:
-                self.on_window(t1)
             t0 = t1
-        run_seconds = self.t
+        run_seconds = min(self.t, duration)
         abandoned = await self.drain()
         return RunResult(run_seconds=run_seconds, stopped_early=self._stop_requested, abandoned=abandoned)
 
     async def drain(self) -> int:
-        """Let sends in flight finish for up to ``grace`` seconds; returns how many were abandoned."""
-        deadline = self.t + self.plan.engine.grace
-        while len(self.inflight) and self.t < deadline:
-            t1 = min(self.t + self.plan.tick, deadline)
+        """Let what is in flight finish for up to ``grace`` seconds; returns how many were abandoned."""
+        grace = self.plan.engine.grace
+        tick = self.plan.tick
+        deadline = max(self.t, self.clock.now()) + grace
+        t = max(self.t, self.clock.now())
+        while self.driver.in_flight() and t < deadline:
+            t1 = min(t + tick, deadline)
             if self.clock.virtual:
-                t1 = min(max(t1, self.inflight.next_due()), deadline)
+                t1 = min(max(t1, self.driver.next_due()), deadline)
             await self.clock.sleep_until(t1)
-            self.complete_until(t1)
-            if self.on_window is not None:
-                self.on_window(t1)
-        abandoned = len(self.inflight.abandon())
+            t = t1
+            self._account(0, self.driver.settle(t1), t1)
+        abandoned = await self.driver.abandon()
+        last = self.driver.settle(t)  # what finished while abandoning
+        if last != NO_COUNTS:
+            self._account(0, last, t)
         if abandoned:
-            self.summary.abandoned += abandoned
+            self.counts.abandoned += abandoned
             self.health.abandoned.inc(abandoned)
-            self.health.in_flight.set(0)
+        self.health.in_flight.set(self.driver.in_flight())
         return abandoned
+
+    def summary(self, *, run_seconds: float, wall_seconds: float, stopped_early: bool) -> dict[str, Any]:
+        """The run's summary: counts, rates, and the driver's outcomes."""
+        c = self.counts
+        target = self.plan.expected_sends(0.0, run_seconds)
+        out: dict[str, Any] = {
+            "run_seconds": run_seconds,
+            "wall_seconds": round(wall_seconds, 3),
+            self.driver.noun: {
+                "target": round(target, 1),
+                "scheduled": c.scheduled,
+                "started": c.started,
+                "dropped": c.dropped,
+                "finished": c.completed,
+                "abandoned": c.abandoned,
+                "missed_while_down": c.missed,
+            },
+            "achieved_rate_per_s": c.started / run_seconds if run_seconds > 0 else 0.0,
+            "target_rate_per_s": target / run_seconds if run_seconds > 0 else 0.0,
+        }
+        out.update(self.driver.report())
+        out.update(profile=self.plan.name, seed=self.plan.seed, virtual=self.plan.virtual, stopped_early=stopped_early)
+        return out

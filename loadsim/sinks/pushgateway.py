@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, push_to_gateway
+
+from loadsim.clock import Clock
 
 DEFAULT_JOB = "relay_synth"
 DEFAULT_INSTANCE = "loadsim"
@@ -82,7 +83,7 @@ def redact_url(url: str) -> str:
 
 
 class Pusher:
-    """Pushes a registry on an interval of wall time, off the event loop."""
+    """Pushes a registry on an interval of its clock's time, off the event loop."""
 
     def __init__(
         self,
@@ -91,12 +92,14 @@ class Pusher:
         health_registry: CollectorRegistry | None,
         log: Any,
         *,
+        clock: Clock,
         serving: Any = None,
         rng: random.Random | None = None,
     ) -> None:
         self.target = target
         self.registry = registry
         self.log = log
+        self.clock = clock
         self.serving = serving if serving is not None else (lambda: True)
         """When this returns False (metrics-missing), the group is deleted and pushes pause."""
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -154,16 +157,16 @@ class Pusher:
             self.failures.inc()
             self._failed_attempts += 1
             if self._outage_since is None:
-                self._outage_since = time.monotonic()
+                self._outage_since = self.clock.now()
                 self.log.warning("push.outage", url=self.target.url, error=_describe(e))
             return False
         self.pushes.inc()
-        self.last_success.set(time.time())
+        self.last_success.set(self.clock.wall())
         if self._outage_since is not None:
             self.log.info(
                 "push.recovered",
                 url=self.target.url,
-                outage_seconds=round(time.monotonic() - self._outage_since, 1),
+                outage_seconds=round(self.clock.now() - self._outage_since, 1),
                 failed_attempts=self._failed_attempts,
             )
             self._outage_since = None
@@ -185,7 +188,7 @@ class Pusher:
     async def _loop(self) -> None:
         while True:
             await self.attempt()
-            await asyncio.sleep(self.next_delay())
+            await self.clock.sleep(self.next_delay())
 
     async def stop(self, *, final: bool = True, deadline: float = 5.0) -> bool:
         """Stop the loop and make a final push (retrying until ``deadline`` seconds).
@@ -199,10 +202,10 @@ class Pusher:
             self._task = None
         if not final:
             return True
-        end = time.monotonic() + deadline
+        end = self.clock.now() + deadline
         ok = await self.attempt()
-        while not ok and time.monotonic() < end:
-            await asyncio.sleep(min(self.next_delay(), max(end - time.monotonic(), 0)))
+        while not ok and self.clock.now() < end:
+            await self.clock.sleep(min(self.next_delay(), max(end - self.clock.now(), 0)))
             ok = await self.attempt()
         if ok and not self.target.keep_group:
             try:

@@ -16,7 +16,7 @@ push runs on a worker thread while the engine updates on the event loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,26 @@ def render_buckets(bounds: Sequence[float], counts: NDArray[np.int64]) -> list[t
     return [(le, float(v)) for le, v in zip(labels, cumulative, strict=True)]
 
 
+Part = tuple[dict[str, Any], dict[str, NDArray[Any]]]
+"""JSON-ready values and arrays (the checkpoint's unit)."""
+
+_ARRAYS = (
+    "exec",
+    "errors",
+    "structured",
+    "latency_buckets",
+    "latency_sum",
+    "mime_buckets",
+    "attachment_bytes",
+    "inline_refs",
+    "sanitization",
+    "oauth",
+    "controller_runs",
+    "controller_changes",
+)
+"""The cumulative arrays a checkpoint keeps."""
+
+
 class RelayMetrics(Collector):
     """Cumulative totals of every relay metric family, rendered on collect."""
 
@@ -77,10 +97,6 @@ class RelayMetrics(Collector):
         self.controller_runs = np.zeros(len(c.CONTROLLER_RUN_STATUSES), dtype=np.int64)
         self.controller_changes = np.zeros(len(c.CONTROLLER_RESULTS), dtype=np.int64)
         self.controller_percent = 0.0
-        self.controller_visible = True
-        """False hides the controller's series (a controller whose metrics vanished)."""
-        self.exposition_up = True
-        """False: the relay's metrics are not to be served or pushed (metrics missing)."""
 
     # -- updates (engine side) -------------------------------------------------------------
 
@@ -133,6 +149,24 @@ class RelayMetrics(Collector):
             self.controller_changes[result] += 1
             self.controller_percent = percent
 
+    def state(self) -> Part:
+        """Every cumulative total, for a checkpoint."""
+        with self._lock:
+            arrays = {name: getattr(self, name).copy() for name in _ARRAYS}
+            return {"mime_sum": self.mime_sum, "controller_percent": self.controller_percent}, arrays
+
+    def load_state(self, part: Part) -> None:
+        """Put checkpointed totals back (shapes must match this run's label options)."""
+        meta, arrays = part
+        for name in _ARRAYS:
+            current, saved = getattr(self, name), arrays[name]
+            if saved.shape != current.shape:
+                msg = f"state file has {name} of shape {saved.shape}, this run needs {current.shape}"
+                raise ValueError(msg)
+            current[...] = saved
+        self.mime_sum = float(meta["mime_sum"])
+        self.controller_percent = float(meta["controller_percent"])
+
     def executions(self) -> int:
         """Executions counted so far (for progress and tests)."""
         with self._lock:
@@ -148,8 +182,12 @@ class RelayMetrics(Collector):
         """Render one consistent snapshot of every family."""
         yield from self.render(self.snapshot())
 
-    def snapshot(self) -> Snapshot:
-        """Copies of every total, taken under the lock (cheap: a few small arrays)."""
+    def snapshot(self, *, controller_visible: bool = True) -> Snapshot:
+        """Copies of every total, taken under the lock (cheap: a few small arrays).
+
+        ``controller_visible`` is the run's state, not the collector's: False leaves the
+        controller's series out of what the snapshot renders (a controller whose metrics vanished).
+        """
         with self._lock:
             return Snapshot(
                 exec=self.exec.copy(),
@@ -166,7 +204,7 @@ class RelayMetrics(Collector):
                 controller_runs=self.controller_runs.copy(),
                 controller_changes=self.controller_changes.copy(),
                 controller_percent=self.controller_percent,
-                controller_visible=self.controller_visible,
+                controller_visible=controller_visible,
             )
 
     def render(self, s: Snapshot) -> Iterable[Metric]:
@@ -284,3 +322,21 @@ def _counter(name: str, labels: tuple[str, ...], rows: Iterable[Row]) -> Counter
 
 def _one_label(values: Sequence[str], counts: NDArray[np.int64] | FloatArray) -> list[Row]:
     return [((v,), n) for v, n in zip(values, counts, strict=True)]
+
+
+class RelayExposition(Collector):
+    """The relay's families as a scrape or a push shows them, given the run's state.
+
+    The run state (is the controller's series visible?) belongs to the engine; this
+    reads it through ``controller_visible`` at each collect.
+    """
+
+    def __init__(self, relay: RelayMetrics, controller_visible: Callable[[], bool]) -> None:
+        self.relay = relay
+        self.controller_visible = controller_visible
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self.relay.render(self.relay.snapshot(controller_visible=self.controller_visible()))

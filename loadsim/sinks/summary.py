@@ -46,17 +46,15 @@ class LatencyQuantiles:
 
 @dataclass
 class RunSummary:
-    """Totals for the end-of-run report and the live status line."""
+    """Outcomes of simulated sends, for the end-of-run report and the live view.
+
+    The run's counts (scheduled, started, dropped...) are the engine's; this sink
+    keeps what the sends ended as, and how long they took.
+    """
 
     class_counts: NDArray[np.int64] = field(default_factory=lambda: np.zeros(catalog.K, dtype=np.int64))
     """Finished sends per outcome class (early guards count at start, executions at completion)."""
     latency: LatencyQuantiles = field(default_factory=LatencyQuantiles)
-    scheduled: int = 0
-    started: int = 0
-    dropped: int = 0
-    abandoned: int = 0
-    missed: int = 0
-    """Arrivals the schedule expected while the run was down (between a checkpoint and a restart)."""
 
     def record_starts(self, effects: StartEffects) -> None:
         self.class_counts += effects.guard_counts
@@ -76,8 +74,17 @@ class RunSummary:
         """Finished sends that did not end ``ok``."""
         return self.finished - int(self.class_counts[catalog.OK])
 
-    def to_dict(self, *, run_seconds: float, wall_seconds: float, target_sends: float) -> dict[str, Any]:
-        """The summary as JSON-ready data."""
+    def state(self) -> dict[str, NDArray[Any]]:
+        """The cumulative arrays, for a checkpoint."""
+        return {"class_counts": self.class_counts.copy(), "latency": self.latency.counts.copy()}
+
+    def load_state(self, arrays: dict[str, NDArray[Any]]) -> None:
+        """Put checkpointed arrays back."""
+        self.class_counts[...] = arrays["class_counts"]
+        self.latency.counts[...] = arrays["latency"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Outcomes as JSON-ready data: by status, reason and class, the error ratio, latency quantiles."""
         by_class = {c.name: int(n) for c, n in zip(catalog.CLASSES, self.class_counts, strict=True) if n}
         executions = int(self.class_counts[catalog.IS_EXECUTION].sum())
         by_status = {
@@ -90,19 +97,6 @@ class RunSummary:
             if c.reason and n:
                 by_reason[c.reason] = by_reason.get(c.reason, 0) + int(n)
         return {
-            "run_seconds": run_seconds,
-            "wall_seconds": round(wall_seconds, 3),
-            "sends": {
-                "target": round(target_sends, 1),
-                "scheduled": self.scheduled,
-                "started": self.started,
-                "dropped": self.dropped,
-                "finished": self.finished,
-                "abandoned": self.abandoned,
-                "missed_while_down": self.missed,
-            },
-            "achieved_rate_per_s": self.started / run_seconds if run_seconds > 0 else 0.0,
-            "target_rate_per_s": target_sends / run_seconds if run_seconds > 0 else 0.0,
             "by_status": by_status,
             "by_reason": by_reason,
             "by_outcome": by_class,

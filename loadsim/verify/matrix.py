@@ -21,18 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
-from loadsim.clock import VirtualClock
-from loadsim.engine.loop import Engine
-from loadsim.engine.seeds import RunRandom
 from loadsim.overlays.scenarios import ALL_ALERTS, SCENARIOS, STALLED
 from loadsim.plan import build_plan
 from loadsim.profile import parse_profile
 from loadsim.relayconfig import RELAY_CONFIG
-from loadsim.sinks.health import HealthMetrics
-from loadsim.sinks.relay_metrics import RelayMetrics
-from loadsim.sinks.summary import RunSummary
+from loadsim.runtime.factory import build
 from loadsim.verify.promtool import PromtoolCase, first_firing
 from loadsim.verify.recorder import ScrapeRecorder
 
@@ -133,15 +126,11 @@ def record_case(case: Case, *, rate: str = "20/s", seed: int = 1, scrape_interva
     if case.scenario is not None:
         data["overlay"] = [{"scenario": case.scenario, "start": LEAD, "duration": case.window, "options": case.options}]
     plan = build_plan(parse_profile(data, f"verify:{case.label}"), virtual=True)
-    registry = CollectorRegistry(auto_describe=False)
-    random = RunRandom.from_seed(plan.seed)
-    relay = RelayMetrics(plan.metrics, random.metrics)
-    registry.register(relay)
-    recorder = ScrapeRecorder(relay, scrape_interval)
-    engine = Engine(
-        plan, VirtualClock(plan.epoch), random, relay, HealthMetrics(registry), RunSummary(), on_window=recorder
-    )
-    asyncio.run(engine.run())
+    run = build(plan)
+    assert run.relay is not None
+    recorder = ScrapeRecorder(run.relay, scrape_interval)
+    run.engine.after_window.append(recorder)
+    asyncio.run(run.engine.run())
     return recorder
 
 

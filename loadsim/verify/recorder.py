@@ -17,6 +17,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from loadsim.overlays.state import RunState
 from loadsim.promql import histogram_quantile
 from loadsim.sinks.relay_metrics import RelayMetrics, Snapshot
 
@@ -33,7 +34,7 @@ class Scrape:
 
 
 class ScrapeRecorder:
-    """Call with the run time after every engine window; records every scrape due by then."""
+    """Call with the run time and the run state after every engine window; records every scrape due by then."""
 
     def __init__(self, relay: RelayMetrics, interval: float = 15.0) -> None:
         self.relay = relay
@@ -41,9 +42,9 @@ class ScrapeRecorder:
         self.scrapes: list[Scrape] = []
         self._next = 0.0
 
-    def __call__(self, t: float) -> None:
+    def __call__(self, t: float, state: RunState) -> None:
         while self._next <= t + 1e-9:
-            snap = self.relay.snapshot() if self.relay.exposition_up else None
+            snap = self.relay.snapshot(controller_visible=state.controller_visible) if state.exposition_up else None
             self.scrapes.append(Scrape(self._next, snap))
             self._next += self.interval
 

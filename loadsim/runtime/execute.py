@@ -1,0 +1,258 @@
+"""The composition root: one ``execute`` for every driver, its services composed in one ``AsyncExitStack``.
+
+:mod:`loadsim.plan` says what to do; :mod:`loadsim.runtime.factory` assembles
+it; this module runs it with the services every run gets, whatever its driver:
+the driver opened (and closed), a resumed checkpoint restored, the ``/metrics``
+server, the Pushgateway pusher, the state keeper, progress, signal handling, and
+the summary. The services are context managers entered in an order whose reverse
+is the right shutdown: signals and progress first, then the final checkpoint,
+then the final push (of what that checkpoint froze), then the server, and the
+driver last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry
+
+from loadsim.clock import WallClock
+from loadsim.engine import checkpoint
+from loadsim.engine.checkpoint import Checkpoint, Identity
+from loadsim.engine.driver import Driver
+from loadsim.engine.keeper import StateKeeper, StateOptions
+from loadsim.engine.loop import AfterWindow, Engine, RunResult
+from loadsim.logs import get_logger
+from loadsim.net import ListenAddress
+from loadsim.plan import RunPlan
+from loadsim.runtime.factory import build, run_clock
+from loadsim.sinks.metrics_server import MetricsServer
+from loadsim.sinks.progress import Progress, Reading
+from loadsim.sinks.pushgateway import Pusher, PushTarget
+
+if TYPE_CHECKING:
+    from loadsim.drivers.http import HttpOptions
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Runtime options that are not part of the profile: the same for every driver."""
+
+    listen: ListenAddress | None
+    progress: str = "auto"
+    summary_json: Path | None = None
+    push: PushTarget | None = None
+    state: StateOptions | None = None
+    http: HttpOptions | None = None
+    """The HTTP driver's options; None runs the simulated driver."""
+
+
+class ListenError(Exception):
+    """The metrics listener could not bind its address."""
+
+
+Companion = Callable[[Engine, Any], Awaitable[None]]
+"""Something that works beside a running engine (a drill); the run stops when it returns."""
+
+
+def identity(plan: RunPlan, options: RunOptions) -> Identity:
+    """What a state file must match to be resumed by this run."""
+    driver = "sim" if options.http is None else "http"
+    return Identity(plan.name, plan.seed, plan.fingerprint, plan.virtual, plan.epoch, driver)
+
+
+async def execute(
+    plan: RunPlan,
+    options: RunOptions,
+    companion: Companion | None = None,
+    resume: Checkpoint | None = None,
+    *,
+    after_window: Sequence[AfterWindow] = (),
+    registry: CollectorRegistry | None = None,
+) -> dict[str, Any]:
+    """Run ``plan`` to its end (or a signal, or until ``companion`` returns); returns the summary.
+
+    ``resume`` continues a checkpointed run: the plan must have been built on the
+    checkpoint's epoch, so the schedule and overlays keep their wall-clock times.
+    ``after_window`` callbacks see the engine's run time and state after every window,
+    and ``registry`` (default: a new one) receives every family the run exposes: both are
+    for tests and notebooks that embed a run and read per-window figures.
+    """
+    http = options.http
+    bind: dict[str, Any] = {"profile": plan.name, "seed": plan.seed, "virtual": plan.virtual}
+    if http is not None:
+        bind |= {"driver": "http"}
+    log = get_logger(**bind)
+    service_clock = WallClock()
+    start = resume.t if resume is not None and plan.virtual else 0.0
+    run = build(plan, http=http, clock=run_clock(plan, start), registry=registry, after_window=after_window, log=log)
+    engine = run.engine
+    keeper = None
+    if options.state is not None:
+        components = {"engine": engine, "driver": run.driver}
+        keeper = StateKeeper(identity(plan, options), components, run.registry, options.state, service_clock, log)
+    exposed = keeper.exposed() if keeper is not None else run.registry
+    wall0 = service_clock.now()
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(_opened(run.driver))
+        if isinstance(run.clock, WallClock):
+            # Run time starts now that the driver is ready (a resumed run: where its calendar says).
+            run.clock.restart(0.0 if resume is None else max(service_clock.wall() - plan.epoch, resume.t))
+        if resume is not None:
+            _resume(engine, resume, options, log)
+        if keeper is not None:
+            await keeper.checkpoint()
+        if options.listen is not None:
+            server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
+            await stack.enter_async_context(_serving(server, options.listen, log))
+        if options.push is not None:
+            pusher = Pusher(
+                options.push,
+                exposed,
+                run.registry,
+                log,
+                clock=service_clock,
+                serving=lambda: engine.state.exposition_up,
+            )
+            await stack.enter_async_context(_pushing(pusher, log))
+        if keeper is not None:
+            await stack.enter_async_context(_keeping(keeper))
+        progress = Progress(
+            plan.duration,
+            plan.schedule.expected,
+            lambda: _reading(engine),
+            service_clock,
+            mode=options.progress,
+            logger=log,
+        )
+        engine.after_window.append(progress.maybe_report)
+        stack.callback(progress.close)
+        stack.enter_context(_signals(engine, log))
+        expected = round(plan.expected_sends())
+        log.info("run.start", duration_seconds=plan.duration, expected_sends=expected, tick=plan.tick)
+        result = await _drive(engine, companion)
+    out = engine.summary(
+        run_seconds=result.run_seconds, wall_seconds=service_clock.now() - wall0, stopped_early=result.stopped_early
+    )
+    log.info("run.summary", **out)
+    if options.summary_json is not None:
+        write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -> None:
+    # The driver first: the engine's gauges then read what the driver has in flight.
+    checkpoint.restore(resume, {"driver": engine.driver, "engine": engine})
+    missed = 0 if engine.plan.virtual else engine.skip_to(engine.clock.now())
+    assert options.state is not None
+    log.info(
+        "state.resumed",
+        path=str(options.state.path),
+        checkpoint_run_seconds=resume.t,
+        run_seconds=engine.t,
+        missed_while_down=missed,
+    )
+
+
+def _reading(engine: Engine) -> Reading:
+    c = engine.counts
+    return Reading(c.started, c.completed, engine.driver.errors(), engine.driver.latency_quantile(0.95))
+
+
+@contextlib.asynccontextmanager
+async def _opened(driver: Driver) -> AsyncIterator[None]:
+    await driver.open()
+    try:
+        yield
+    finally:
+        await driver.close()
+
+
+@contextlib.asynccontextmanager
+async def _serving(server: MetricsServer, address: ListenAddress, log: Any) -> AsyncIterator[None]:
+    try:
+        await server.start(address)
+    except OSError as e:
+        raise ListenError(f"cannot listen on {address.host}:{address.port}: {e.strerror}") from None
+    if not address.is_loopback:
+        log.warning("metrics.listening_beyond_loopback", host=address.host)
+    log.info("metrics.listening", url=f"http://{address.host}:{server.port}/metrics")
+    try:
+        yield
+    finally:
+        await server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _pushing(pusher: Pusher, log: Any) -> AsyncIterator[None]:
+    target = pusher.target
+    log.info("push.start", url=target.url, job=target.job, instance=target.instance)
+    pusher.start()
+    try:
+        yield
+    finally:
+        await pusher.stop()
+
+
+@contextlib.asynccontextmanager
+async def _keeping(keeper: StateKeeper) -> AsyncIterator[None]:
+    keeper.start()
+    try:
+        yield
+    finally:
+        await keeper.stop()
+
+
+@contextlib.contextmanager
+def _signals(engine: Engine, log: Any) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop arrivals and drain. Second: exit at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if engine.stop_requested:
+            log.warning("run.abort", signal=sig.name)
+            os._exit(128 + sig.value)
+        log.info("run.stopping", signal=sig.name, in_flight=engine.driver.in_flight())
+        engine.request_stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _drive(engine: Engine, companion: Companion | None) -> RunResult:
+    """The engine alone, or the engine with a companion that decides when the run ends."""
+    if companion is None:
+        return await engine.run()
+    run = asyncio.create_task(engine.run())
+    try:
+        await companion(engine, engine.log)
+    finally:
+        # Whatever the companion did, the engine drains and the run's counts stay whole.
+        engine.request_stop()
+        result = await run
+    return result
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
