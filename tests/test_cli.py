@@ -133,6 +133,10 @@ class TestBadOptions:
         assert err[0].startswith(f"loadsim: --listen: cannot listen on 127.0.0.1:{port}: ")
 
 
+HTTP_RUN = ("run", "--driver", "http", "--target", "http://127.0.0.1:9")
+"""The HTTP driver aimed at a port nothing answers on (these runs are refused before they start)."""
+
+
 class TestEveryOptionWorksWithEveryDriverOrIsRefused:
     """An option a driver cannot honour is refused before anything runs, never silently ignored."""
 
@@ -206,11 +210,7 @@ class TestEveryOptionWorksWithEveryDriverOrIsRefused:
     def test_overlays_the_http_driver_cannot_honour_are_refused(self, capsys, overlay, template, expected):
         code, err, _ = run_main(
             capsys,
-            "run",
-            "--driver",
-            "http",
-            "--target",
-            "http://127.0.0.1:9",
+            *HTTP_RUN,
             "--template",
             template,
             "--rate",
@@ -251,11 +251,7 @@ class TestEveryOptionWorksWithEveryDriverOrIsRefused:
     def test_a_fault_control_that_does_not_answer_is_refused_before_the_run(self, capsys):
         code, err, _ = run_main(
             capsys,
-            "run",
-            "--driver",
-            "http",
-            "--target",
-            "http://127.0.0.1:9",
+            *HTTP_RUN,
             "--fault-control",
             "http://127.0.0.1:9",
             "--rate",
@@ -272,11 +268,7 @@ class TestEveryOptionWorksWithEveryDriverOrIsRefused:
     def test_a_fault_control_off_loopback_needs_allow_host(self, capsys):
         code, err, _ = run_main(
             capsys,
-            "run",
-            "--driver",
-            "http",
-            "--target",
-            "http://127.0.0.1:9",
+            *HTTP_RUN,
             "--fault-control",
             "http://192.0.2.7:9480",
             "--rate",

@@ -315,6 +315,8 @@ class HttpDriver:
         self.model = model
         self.peak = peak_rate(schedule, duration)
         self.clock = clock
+        self._now = clock.now
+        """Bound once: it is read once per request."""
         self.metrics = metrics
         self.faults = faults
         self.log = log
@@ -452,7 +454,7 @@ class HttpDriver:
     def _dispatch(self) -> None:
         """Start every arrival that is due; sleep until the next one."""
         self._timer = None
-        now = self.clock.now()
+        now = self._now()
         while self._due:
             due = self._due[0]
             end = int(np.searchsorted(due.times, now, side="right"))
@@ -500,7 +502,7 @@ class HttpDriver:
                 return
         else:
             result = self._label(status)
-        end = self.clock.now()
+        end = self._now()
         self._in_flight -= 1
         if status == wire.ABANDONED:
             self._abandoned += 1
