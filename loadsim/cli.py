@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
 
+    rollout = sub.add_parser(
+        "rollout",
+        help="what the relay's rollout controller would do: every scenario striking at 100%%, both fidelities, "
+        "and the hazards found (virtual time)",
+    )
+    rollout.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
+    rollout.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
+    rollout.add_argument("--seed", type=int, default=1)
+    rollout.add_argument("--json", type=Path, metavar="FILE", help="also write every decision here")
+
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
     drill.add_argument("--alertmanager", required=True, metavar="URL", help="Alertmanager base URL")
@@ -141,6 +151,17 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
         "--fresh-if-missing", action="store_true", help="with --state: resume if the file exists, else start"
     )
     p.add_argument("--checkpoint-interval", default="5s", help="time between checkpoints (default 5s)")
+    p.add_argument(
+        "--decision-log",
+        type=Path,
+        metavar="FILE",
+        help="controller policy mode: write one JSON line per controller run here",
+    )
+    p.add_argument(
+        "--controller-prometheus",
+        metavar="URL",
+        help="controller policy mode: send the controller's queries to this Prometheus (wall clock)",
+    )
     p.add_argument(
         "--allow-host",
         action="append",
@@ -299,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "scenario": _scenario,
         "run": _run,
         "verify": _verify,
+        "rollout": _rollout,
         "drill": _drill,
         "scale-rules": _scale_rules,
         "fake-gmail": _fake_gmail,
@@ -404,6 +426,31 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from loadsim.overlays.scenarios import SCENARIOS
+    from loadsim.verify.rollout import default_cases, render, run_all
+
+    problems = [
+        Problem("--scenario", "", f"unknown scenario {n!r}; expected one of: {', '.join(SCENARIOS)}")
+        for n in args.scenario
+        if n not in SCENARIOS
+    ]
+    positive_option("--rate", args.rate, parse_rate, problems)
+    if args.seed < 0:
+        problems.append(Problem("--seed", "", f"must be >= 0, got {args.seed}"))
+    _check_output(args.json, "--json")
+    if problems:
+        raise ConfigError(problems)
+    started = time.monotonic()
+    outcomes = run_all(default_cases(args.scenario or None), rate=args.rate, seed=args.seed)
+    print("\n".join(render(outcomes)))
+    print(f"\nrollout: {len(outcomes)} runs in {time.monotonic() - started:.0f}s wall")
+    if args.json is not None:
+        cases = [{"case": o.case.label, "fidelity": o.case.fidelity, **o.summary, "log": o.decisions} for o in outcomes]
+        args.json.write_text(json.dumps(cases, indent=1) + "\n", encoding="utf-8")
+    return EXIT_OK
+
+
 def _fake_gmail(args: argparse.Namespace) -> int:
     from loadsim.fakegmail import command
 
@@ -471,18 +518,27 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
 
     problems = _driver_problems(args)
     listen = _listen_address(args)
+    _check_output(getattr(args, "decision_log", None), "--decision-log")
     push = _push_target(args)
     profile = _with_engine_options(args, profile)
     state = _state_options(args)
     _check_output(args.summary_json, "--summary-json")
     plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
     http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
+    controller_prometheus = _controller_options(args, plan, problems)
     if problems:
         raise ConfigError(problems)
     if http is not None and http.fault_control is not None:
         _check_fault_control(http.fault_control, plan)
     options = RunOptions(
-        listen=listen, progress=args.progress, summary_json=args.summary_json, push=push, state=state, http=http
+        listen=listen,
+        progress=args.progress,
+        summary_json=args.summary_json,
+        push=push,
+        state=state,
+        http=http,
+        decision_log=getattr(args, "decision_log", None),
+        controller_prometheus=controller_prometheus,
     )
     resume = None
     if state is not None:
@@ -505,6 +561,28 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
     else:
         _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> str | None:
+    """The controller's options against its mode and the driver; the live Prometheus URL if any."""
+    policy = plan.controller.mode == "policy"
+    url = getattr(args, "controller_prometheus", None)
+    if policy and getattr(args, "driver", "sim") == "http":
+        why = (
+            "controller.mode = policy gates simulated sends; with --driver http the relay's own controller "
+            "gates its traffic (use the simulated driver, or mode = heartbeat)"
+        )
+        problems.append(Problem("--driver http", "controller.mode", why))
+    for option, value in (("--decision-log", getattr(args, "decision_log", None)), ("--controller-prometheus", url)):
+        if value is not None and not policy:
+            problems.append(Problem(option, "", 'needs controller.mode = "policy" in the profile'))
+    if url is None or not policy:
+        return None
+    if args.virtual:
+        why = "a live Prometheus runs on the wall clock; drop --virtual"
+        problems.append(Problem("--controller-prometheus", "", why))
+        return None
+    return _control_url(args, "--controller-prometheus", url, problems)
 
 
 def _check_fault_control(url: str, plan: RunPlan) -> None:

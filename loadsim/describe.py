@@ -20,6 +20,7 @@ from loadsim.model.sampler import OutcomeModel
 from loadsim.overlays.state import RunState
 from loadsim.plan import RunPlan
 from loadsim.promql import histogram_quantile
+from loadsim.rollout.population import Population
 from loadsim.units import format_duration
 
 _SPARK = " ▁▂▃▄▅▆▇█"
@@ -93,6 +94,7 @@ def describe_plan(plan: RunPlan, source: str) -> list[str]:
         f"  structured errors  {r.structured_per_send * hi:.3g}/s at the peak   (info > 0.1/s)",
         f"  sanitization       {r.sanitization_per_send * hi:.3g}/s at the peak   (info > 50/s)",
     ]
+    lines += describe_controller(plan)
     lines += describe_overlays(plan)
     lines += [f"warning   {w}" for w in plan_warnings(plan, rates, step, r)]
     return lines
@@ -158,3 +160,22 @@ def _spark(values: np.ndarray, top: float) -> str:
         return " " * len(values)
     idx = np.clip(np.round(values / top * (len(_SPARK) - 1)), 0, len(_SPARK) - 1).astype(int)
     return "".join(_SPARK[i] for i in idx)
+
+
+def describe_controller(plan: RunPlan) -> list[str]:
+    """The controller's mode and, in policy mode, what its gate lets through at each step."""
+    c = plan.controller
+    every = format_duration(c.interval / c.time_scale)
+    if c.mode == "heartbeat":
+        return [f"controller heartbeat: pushes {c.result} at {c.percent}% every {every}"]
+    spec = plan.population
+    gate = Population(workspaces=spec.workspaces, actors=spec.actors, skew=spec.skew, seed=plan.seed)
+    who = f"{spec.workspaces} workspaces x {spec.actors} actors" if spec.workspaces else f"{spec.actors} actors"
+    shares = ", ".join(f"{p}% {gate.gated_share(p):.1%}" for p in (0, 10, 50, 100))
+    dry = ", dry run" if c.dry_run else ""
+    dwell, cooldown = format_duration(c.dwell / c.time_scale), format_duration(c.cooldown / c.time_scale)
+    head = f"controller policy ({c.fidelity}{dry}): starts at {c.percent}%, a run every {every}"
+    return [
+        f"{head}, dwell {dwell}, cooldown {cooldown}",
+        f"  gate    {len(gate):,} pairs ({who}, skew {spec.skew:g}); share gated at {shares}",
+    ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -27,6 +27,7 @@ from loadsim.profile import (
     DiurnalSpec,
     EngineSpec,
     OverlaySpec,
+    PopulationSpec,
     Profile,
     RampSpec,
     SegmentSpec,
@@ -68,6 +69,8 @@ class RunPlan:
     """Unix time of run time 0 (calendar for diurnal curves)."""
     virtual: bool
     timeline: Timeline
+    population: PopulationSpec = field(default_factory=PopulationSpec)
+    """Who sends: the (workspace, actor) pairs the rollout gate buckets (controller policy mode)."""
     fingerprint: str = ""
     """Identifies the run (profile and seed) for state files."""
 
@@ -171,6 +174,7 @@ def build_plan(profile: Profile, *, virtual: bool, wall_epoch: float | None = No
         epoch=epoch,
         virtual=virtual,
         timeline=build_timeline(profile, epoch, source),
+        population=profile.population,
         fingerprint=fingerprint(profile.model_dump_json(), profile.seed),
     )
 

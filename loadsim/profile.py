@@ -88,6 +88,22 @@ SegmentSpec = Annotated[ConstantSpec | RampSpec | StepsSpec | DiurnalSpec, Field
 SEGMENT_KINDS = ("constant", "ramp", "steps", "diurnal")
 
 
+class PopulationSpec(_Spec):
+    """Who sends: (workspace, actor) pairs, bucketed by the relay's rollout gate (policy mode).
+
+    The relay's Gmail adapter lets a send through when ``sha256("{workspace}:{actor}")``'s
+    bucket (1..100) is at most the rollout percent, so the share gated at each percent
+    follows from who is sending, not from a probability.
+    """
+
+    workspaces: Annotated[int, Field(ge=0)] = 20
+    """Workspaces; 0 keys sends by actor alone (a relay without workspaces)."""
+    actors: Annotated[int, Field(ge=1)] = 50
+    """Actors per workspace (in all, when there are no workspaces)."""
+    skew: NonNegative = 1.0
+    """Zipf exponent of how often each pair sends (0: all alike; 1: a few heavy senders)."""
+
+
 class MetricsSpec(_Spec):
     """Optional labels on the relay's metrics."""
 
@@ -199,6 +215,8 @@ class Profile(_Spec):
     )
     model: ModelParams = Field(default_factory=ModelParams)
     controller: ControllerParams = Field(default_factory=ControllerParams)
+    population: PopulationSpec = Field(default_factory=PopulationSpec)
+    """Who sends (the rollout gate buckets them; used in controller policy mode)."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
     overlay: list[OverlaySpec] = Field(default_factory=list)

@@ -395,8 +395,11 @@ class TestFastSampleValues:
         [{}, {"status_label": True}, {"workspace_ids": ["a", "b", "c"], "workspace_weights": [1, 2, 3]}],
     )
     @pytest.mark.parametrize("controller_visible", [True, False])
-    def test_matches_render(self, metrics, controller_visible) -> None:
-        plan = make_plan(duration="20m", schedule=[{"kind": "constant", "rate": "30/s"}], metrics=metrics)
+    @pytest.mark.parametrize("controller", [{}, {"mode": "policy"}])
+    def test_matches_render(self, metrics, controller_visible, controller) -> None:
+        plan = make_plan(
+            duration="20m", schedule=[{"kind": "constant", "rate": "30/s"}], metrics=metrics, controller=controller
+        )
         run = run_plan(plan)
         relay = run.relay
         snap = relay.snapshot(controller_visible=controller_visible)

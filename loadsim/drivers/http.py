@@ -575,6 +575,9 @@ class HttpDriver:
         h = self.results.intended
         return h.get_value_at_percentile(100 * q) / 1e6 if h.get_total_count() else math.nan
 
+    def gate_percent(self) -> int | None:
+        return None  # the relay's own controller gates real traffic
+
     def report(self) -> dict[str, Any]:
         out = self.results.to_dict()
         out["target"] = self.options.target

@@ -128,6 +128,10 @@ class Driver(Stateful, Protocol):
         """Latency quantile of the outcomes so far (NaN when none)."""
         ...
 
+    def gate_percent(self) -> int | None:
+        """The rollout percent gating the traffic now (None when nothing gates it)."""
+        ...
+
     def report(self) -> dict[str, Any]:
         """The driver's part of the run summary (outcomes by kind, latencies)."""
         ...

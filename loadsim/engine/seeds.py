@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-STREAMS = ("arrivals", "outcomes", "controller", "metrics", "overlays")
+STREAMS = ("arrivals", "outcomes", "controller", "metrics", "overlays", "rollout")
 """Spawn order of the child streams; append only, never reorder (it would change every run)."""
 
 
@@ -25,6 +25,8 @@ class RunRandom:
     controller: np.random.Generator
     metrics: np.random.Generator
     overlays: np.random.Generator
+    rollout: np.random.Generator
+    """Which (workspace, actor) pair each send comes from: the rollout gate's draws."""
 
     def generators(self) -> dict[str, np.random.Generator]:
         """Every stream by name (checkpoints save and restore their states)."""

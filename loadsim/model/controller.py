@@ -1,33 +1,58 @@
-"""The rollout controller's heartbeat: a run every 10 minutes, as the real controller cron does.
+"""The rollout controller's settings, and its heartbeat mode: a run every 10 minutes, as the real cron does.
 
-The relay's controller pushes ``rollout_controller_runs_total``,
-``rollout_controller_changes_total`` and ``rollout_controller_percent`` once per
-run. In a dry-run observation window it decides ``hold`` every time. A healthy
-default never fails a run, because ``RolloutControllerFailing`` fires on a
-single failed run in 15 minutes.
+Two modes. ``heartbeat`` (the default) only pushes what a dry-run controller
+pushes: ``rollout_controller_runs_total``, ``rollout_controller_changes_total``
+and ``rollout_controller_percent`` once per run, deciding ``hold`` every time. A
+healthy default never fails a run, because ``RolloutControllerFailing`` fires on
+a single failed run in 15 minutes. ``policy`` puts the relay's real controller in
+the loop (:mod:`loadsim.rollout`, :mod:`loadsim.drivers.controller`): it reads the
+simulated SLOs, decides, and its percent gates the traffic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, ClassVar, Literal, Protocol
 
 import numpy as np
+from pydantic import ConfigDict, Field
 
 from loadsim.contract import CONTROLLER_RESULTS, CONTROLLER_RUN_STATUSES
+from loadsim.units import Positive, Probability, Seconds, SecondsOrZero
+
+Percent = Annotated[int, Field(ge=0, le=100)]
 
 
 @dataclass(frozen=True, slots=True)
 class ControllerParams:
-    """How the simulated controller behaves."""
+    """How the simulated controller behaves (``[controller]`` in a profile)."""
 
-    interval: float = 600.0
-    percent: float = 0.0
-    result: str = "hold"
-    failure_probability: float = 0.0
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+
+    mode: Literal["heartbeat", "policy"] = "heartbeat"
+    """``heartbeat``: push a dry run's series every interval. ``policy``: decide on the SLOs, gate the traffic."""
+    interval: Seconds = 600.0
+    """Seconds between runs (the real cron: 10 minutes)."""
+    percent: Percent = 0
+    """The rollout percent at the start (heartbeat: the percent it pushes)."""
+    result: Literal["promote", "rollback", "hold"] = "hold"
+    """Heartbeat mode: the result every run pushes."""
+    failure_probability: Probability = 0.0
     """Chance that a run fails (as ``prom_unreachable`` or ``redis_error``, evenly)."""
     running: bool = True
-    """False stops the heartbeat (the controller died)."""
+    """False stops the controller (it died); the controller-stalled overlay sets it."""
+    fidelity: Literal["as-implemented", "as-intended"] = "as-implemented"
+    """Policy mode: the relay's controller as its code runs (bugs included), or as its runbooks mean it."""
+    dry_run: bool = False
+    """Policy mode: decide and log, but change nothing (the percent stays, dwell never engages)."""
+    dwell: SecondsOrZero = 900.0
+    """Policy mode: no change within this long of the last one (rollbacks included)."""
+    cooldown: SecondsOrZero = 3600.0
+    """Policy mode: no promotion within this long of a rollback."""
+    paused: bool = False
+    """Policy mode: every run exits at once, pushing nothing."""
+    time_scale: Positive = 1.0
+    """Divides the interval, the queries' windows, the dwell and the cooldown (for time-scaled rules)."""
 
 
 class ControllerSink(Protocol):
@@ -55,5 +80,5 @@ class ControllerHeartbeat:
                     status = 1 + int(self.rng.integers(0, len(CONTROLLER_RUN_STATUSES) - 1))
                 sink.record_controller_run(status, CONTROLLER_RESULTS.index(params.result), params.percent)
                 ran += 1
-            self.next_run += params.interval
+            self.next_run += params.interval / params.time_scale
         return ran

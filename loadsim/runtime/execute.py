@@ -53,6 +53,10 @@ class RunOptions:
     state: StateOptions | None = None
     http: HttpOptions | None = None
     """The HTTP driver's options; None runs the simulated driver."""
+    decision_log: Path | None = None
+    """Controller policy mode: one JSON line per controller run."""
+    controller_prometheus: str | None = None
+    """Controller policy mode: the Prometheus its queries go to (None: the in-process evaluator)."""
 
 
 class ListenError(Exception):
@@ -93,7 +97,17 @@ async def execute(
     log = get_logger(**bind)
     service_clock = WallClock()
     start = resume.t if resume is not None and plan.virtual else 0.0
-    run = build(plan, http=http, clock=run_clock(plan, start), registry=registry, after_window=after_window, log=log)
+    decisions = DecisionLog(options.decision_log, append=resume is not None) if options.decision_log else None
+    run = build(
+        plan,
+        http=http,
+        clock=run_clock(plan, start),
+        registry=registry,
+        after_window=after_window,
+        decisions=decisions,
+        controller_prometheus=options.controller_prometheus,
+        log=log,
+    )
     engine = run.engine
     keeper = None
     if options.state is not None:
@@ -102,6 +116,8 @@ async def execute(
     exposed = keeper.exposed() if keeper is not None else run.registry
     wall0 = service_clock.now()
     async with contextlib.AsyncExitStack() as stack:
+        if decisions is not None:
+            stack.callback(decisions.close)
         await stack.enter_async_context(_opened(run.driver))
         if isinstance(run.clock, WallClock):
             # Run time starts now that the driver is ready (a resumed run: where its calendar says).
@@ -110,19 +126,7 @@ async def execute(
             _resume(engine, resume, options, log)
         if keeper is not None:
             await keeper.checkpoint()
-        if options.listen is not None:
-            server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
-            await stack.enter_async_context(_serving(server, options.listen, log))
-        if options.push is not None:
-            pusher = Pusher(
-                options.push,
-                exposed,
-                run.registry,
-                log,
-                clock=service_clock,
-                serving=lambda: engine.state.exposition_up,
-            )
-            await stack.enter_async_context(_pushing(pusher, log))
+        await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
         if keeper is not None:
             await stack.enter_async_context(_keeping(keeper))
         progress = Progress(
@@ -148,6 +152,24 @@ async def execute(
     return out
 
 
+async def _expose(  # noqa: PLR0917 - what the exposition needs, each once
+    stack: contextlib.AsyncExitStack,
+    engine: Engine,
+    options: RunOptions,
+    exposed: CollectorRegistry,
+    health: CollectorRegistry,
+    clock: WallClock,
+    log: Any,
+) -> None:
+    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes)."""
+    if options.listen is not None:
+        server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
+        await stack.enter_async_context(_serving(server, options.listen, log))
+    if options.push is not None:
+        pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
+        await stack.enter_async_context(_pushing(pusher, log))
+
+
 def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -> None:
     # The driver first: the engine's gauges then read what the driver has in flight.
     checkpoint.restore(resume, {"driver": engine.driver, "engine": engine})
@@ -164,7 +186,8 @@ def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -
 
 def _reading(engine: Engine) -> Reading:
     c = engine.counts
-    return Reading(c.started, c.completed, engine.driver.errors(), engine.driver.latency_quantile(0.95))
+    d = engine.driver
+    return Reading(c.started, c.completed, d.errors(), d.latency_quantile(0.95), d.gate_percent())
 
 
 @contextlib.asynccontextmanager
@@ -256,3 +279,18 @@ def write_atomically(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+class DecisionLog:
+    """The controller's decision log: one JSON line per run, flushed as written (a run every 10 minutes)."""
+
+    def __init__(self, path: Path, *, append: bool) -> None:
+        self._file = path.open("a" if append else "w", encoding="utf-8")
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+

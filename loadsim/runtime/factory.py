@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry
 
 from loadsim.clock import Clock, VirtualClock, WallClock
+from loadsim.drivers.controller import DecisionSink, RolloutController
 from loadsim.drivers.sim import SimDriver
 from loadsim.engine.driver import Driver
 from loadsim.engine.loop import AfterWindow, Engine, WindowObserver
 from loadsim.engine.seeds import RunRandom
 from loadsim.plan import RunPlan
+from loadsim.profile import PopulationSpec
+from loadsim.rollout.live import LiveReader
+from loadsim.rollout.population import Population
 from loadsim.sinks.health import HealthMetrics
 from loadsim.sinks.http_metrics import HttpMetrics
 from loadsim.sinks.relay_metrics import RelayExposition, RelayMetrics
@@ -61,9 +65,15 @@ def build(
     registry: CollectorRegistry | None = None,
     observers: Sequence[WindowObserver] = (),
     after_window: Sequence[AfterWindow] = (),
+    decisions: DecisionSink | None = None,
+    controller_prometheus: str | None = None,
     log: Any = None,
 ) -> Run:
-    """Assemble ``plan`` with the simulated driver, or the HTTP driver when ``http`` is given."""
+    """Assemble ``plan`` with the simulated driver, or the HTTP driver when ``http`` is given.
+
+    With the controller in policy mode, ``decisions`` receives each decision record (the
+    decision log) and ``controller_prometheus`` sends its queries to a live Prometheus.
+    """
     clock = clock or run_clock(plan)
     registry = registry or CollectorRegistry(auto_describe=False)
     random = RunRandom.from_seed(plan.seed)
@@ -72,6 +82,18 @@ def build(
     driver: Driver
     if http is None:
         relay, summary = RelayMetrics(plan.metrics, random.metrics), RunSummary()
+        rollout = None
+        if plan.controller.mode == "policy":
+            rollout = RolloutController(
+                plan.controller,
+                population(plan.population, plan.seed),
+                random.rollout,
+                random.controller,
+                relay,
+                log=log,
+                sink=decisions,
+                live=None if controller_prometheus is None else LiveReader(controller_prometheus, clock),
+            )
         driver = SimDriver(
             plan.model,
             plan.controller,
@@ -80,6 +102,7 @@ def build(
             relay,
             summary,
             max_in_flight=plan.engine.max_in_flight,
+            rollout=rollout,
         )
     else:
         # Imported here: a simulated run needs neither the HTTP client nor its parser.
@@ -94,3 +117,8 @@ def build(
     if relay is not None:
         registry.register(RelayExposition(relay, lambda: engine.state.controller_visible))
     return Run(plan, clock, random, registry, health, driver, engine, relay, summary)
+
+
+def population(spec: PopulationSpec, seed: int) -> Population:
+    """The (workspace, actor) pairs of a profile's ``[population]``, their send weights shuffled by the run's seed."""
+    return Population(workspaces=spec.workspaces, actors=spec.actors, skew=spec.skew, seed=seed)

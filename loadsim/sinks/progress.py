@@ -28,6 +28,8 @@ class Reading:
     errors: int
     p95: float
     """Latency p95 of what finished so far (NaN when nothing has)."""
+    percent: int | None = None
+    """The rollout percent gating the traffic (controller policy mode)."""
 
 
 class Progress:
@@ -80,7 +82,9 @@ class Progress:
             line = (
                 f"\r{format_duration(t):>7} / {format_duration(self.duration)}  "
                 f"rate {achieved:8.2f}/s (target {target:8.2f}/s)  sends {r.started:>12,}  "
-                f"errors {error_pct:5.2f}%  p95 {r.p95:6.3f}s  left {format_duration(left)}   "
+                f"errors {error_pct:5.2f}%  p95 {r.p95:6.3f}s  "
+                + ("" if r.percent is None else f"rollout {r.percent:>3}%  ")
+                + f"left {format_duration(left)}   "
             )
             self.stream.write(line)
             self.stream.flush()
@@ -95,6 +99,7 @@ class Progress:
                 errors=r.errors,
                 error_pct=round(error_pct, 3),
                 latency_p95=None if math.isnan(r.p95) else round(r.p95, 4),
+                **({} if r.percent is None else {"rollout_percent": r.percent}),
             )
 
     def close(self) -> None:

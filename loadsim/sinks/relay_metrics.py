@@ -15,6 +15,7 @@ push runs on a worker thread while the engine updates on the event loop.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,9 @@ class RelayMetrics(Collector):
         self.controller_runs = np.zeros(len(c.CONTROLLER_RUN_STATUSES), dtype=np.int64)
         self.controller_changes = np.zeros(len(c.CONTROLLER_RESULTS), dtype=np.int64)
         self.controller_percent = 0.0
+        self.controller_replaced = False
+        """True once the controller pushes the relay's way (a PUT per run replacing the group:
+        only the last run's series, each at 1, and no percent after a failed run)."""
 
     # -- updates (engine side) -------------------------------------------------------------
 
@@ -143,17 +147,41 @@ class RelayMetrics(Collector):
             self.latency_sum += lat_sum
 
     def record_controller_run(self, status: int, result: int, percent: float) -> None:
-        """One rollout-controller run: indices into the contract's status and result values."""
+        """One rollout-controller run (heartbeat mode): indices into the contract's status and result values."""
         with self._lock:
             self.controller_runs[status] += 1
             self.controller_changes[result] += 1
             self.controller_percent = percent
 
+    def record_controller_push(self, status: int, result: int | None, percent: float | None) -> None:
+        """One push of the relay's real controller: a PUT that replaces its whole group.
+
+        The group then holds ``runs_total{status}`` at 1, ``changes_total{result}`` at 1 (no
+        change series when the run pushed none) and the percent (absent after a failed run).
+        Every other series of the group is gone, not zero: the relay's counters are always 1,
+        so ``increase()`` over them reads about 0, and a series that appears at 1 is invisible
+        to ``increase()`` too.
+        """
+        with self._lock:
+            self.controller_replaced = True
+            self.controller_runs[:] = 0
+            self.controller_changes[:] = 0
+            self.controller_runs[status] = 1
+            if result is not None:
+                self.controller_changes[result] = 1
+            self.controller_percent = float("nan") if percent is None else percent
+
     def state(self) -> Part:
         """Every cumulative total, for a checkpoint."""
         with self._lock:
             arrays = {name: getattr(self, name).copy() for name in _ARRAYS}
-            return {"mime_sum": self.mime_sum, "controller_percent": self.controller_percent}, arrays
+            percent = self.controller_percent
+            meta = {
+                "mime_sum": self.mime_sum,
+                "controller_percent": None if math.isnan(percent) else percent,
+                "controller_replaced": self.controller_replaced,
+            }
+            return meta, arrays
 
     def load_state(self, part: Part) -> None:
         """Put checkpointed totals back (shapes must match this run's label options)."""
@@ -165,7 +193,9 @@ class RelayMetrics(Collector):
                 raise ValueError(msg)
             current[...] = saved
         self.mime_sum = float(meta["mime_sum"])
-        self.controller_percent = float(meta["controller_percent"])
+        percent = meta["controller_percent"]
+        self.controller_percent = float("nan") if percent is None else float(percent)
+        self.controller_replaced = bool(meta.get("controller_replaced", False))
 
     def executions(self) -> int:
         """Executions counted so far (for progress and tests)."""
@@ -205,6 +235,7 @@ class RelayMetrics(Collector):
                 controller_changes=self.controller_changes.copy(),
                 controller_percent=self.controller_percent,
                 controller_visible=controller_visible,
+                controller_replaced=self.controller_replaced,
             )
 
     def render(self, s: Snapshot) -> Iterable[Metric]:
@@ -254,14 +285,18 @@ class RelayMetrics(Collector):
         yield _counter(c.SANITIZATION, ("change_type",), _one_label(catalog.SANITIZATION_CHANGE_TYPES, s.sanitization))
         if s.controller_visible:
             feature = o.controller_feature
-            yield _counter(c.CONTROLLER_RUNS, ("status",), _one_label(c.CONTROLLER_RUN_STATUSES, s.controller_runs))
-            yield _counter(
-                c.CONTROLLER_CHANGES,
-                ("feature", "result"),
-                [((feature, r), v) for r, v in zip(c.CONTROLLER_RESULTS, s.controller_changes, strict=True)],
-            )
+            runs = _one_label(c.CONTROLLER_RUN_STATUSES, s.controller_runs)
+            changes: list[Row] = [
+                ((feature, r), v) for r, v in zip(c.CONTROLLER_RESULTS, s.controller_changes, strict=True)
+            ]
+            if s.controller_replaced:
+                runs = [row for row in runs if row[1]]
+                changes = [row for row in changes if row[1]]
+            yield _counter(c.CONTROLLER_RUNS, ("status",), runs)
+            yield _counter(c.CONTROLLER_CHANGES, ("feature", "result"), changes)
             gauge = GaugeMetricFamily(c.CONTROLLER_PERCENT, c.HELP[c.CONTROLLER_PERCENT], labels=["feature"])
-            gauge.add_metric([feature], s.controller_percent)
+            if not math.isnan(s.controller_percent):  # NaN: a failed run pushed no percent
+                gauge.add_metric([feature], s.controller_percent)
             yield gauge
 
     def sample_values(self, s: Snapshot) -> FloatArray:
@@ -275,7 +310,12 @@ class RelayMetrics(Collector):
         parts += [s.structured, s.oauth, _histogram_values(s.mime_buckets, s.mime_sum)]
         parts += [s.attachment_bytes, s.inline_refs, s.sanitization]
         if s.controller_visible:
-            parts += [s.controller_runs, s.controller_changes, np.array([s.controller_percent])]
+            runs, changes = s.controller_runs, s.controller_changes
+            if s.controller_replaced:
+                runs, changes = runs[runs > 0], changes[changes > 0]
+            parts += [runs, changes]
+            if not math.isnan(s.controller_percent):
+                parts.append(np.array([s.controller_percent]))
         return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
 
 
@@ -308,6 +348,19 @@ class Snapshot:
     controller_changes: NDArray[np.int64]
     controller_percent: float
     controller_visible: bool
+    controller_replaced: bool = False
+    """The controller pushes the relay's way: only present series are rendered (see record_controller_push)."""
+
+    @property
+    def controller_shape(self) -> tuple[object, ...]:
+        """Which controller series this snapshot renders (the recorder keys its sample names by it)."""
+        if not self.controller_visible:
+            return (False,)
+        if not self.controller_replaced:
+            return (True,)
+        runs = tuple(np.flatnonzero(self.controller_runs).tolist())
+        changes = tuple(np.flatnonzero(self.controller_changes).tolist())
+        return (True, runs, changes, not math.isnan(self.controller_percent))
 
 
 Row = tuple[tuple[str, ...], "float | np.integer[Any] | np.floating[Any]"]

@@ -67,14 +67,14 @@ class ScrapeRecorder:
         """
         n = len(self.scrapes)
         table: dict[SeriesKey, list[float | None]] = {}
-        keys_by_shape: dict[bool, list[SeriesKey]] = {}
+        keys_by_shape: dict[tuple[object, ...], list[SeriesKey]] = {}
         for i, scrape in enumerate(self.scrapes):
             snap = scrape.snapshot
             if snap is None:
                 continue
-            keys = keys_by_shape.get(snap.controller_visible)
+            keys = keys_by_shape.get(snap.controller_shape)
             if keys is None:
-                keys = keys_by_shape[snap.controller_visible] = list(self.samples(scrape))
+                keys = keys_by_shape[snap.controller_shape] = list(self.samples(scrape))
             for key, value in zip(keys, self.relay.sample_values(snap).tolist(), strict=True):
                 column = table.get(key)
                 if column is None:
