@@ -293,4 +293,3 @@ class DecisionLog:
 
     def close(self) -> None:
         self._file.close()
-
