@@ -73,6 +73,17 @@ class Clock(Protocol):
         """Call ``callback(*args)`` ``delay`` seconds from now."""
         ...
 
+    def source(self) -> tuple[Callable[[], float], float]:
+        """The clock's time source and its reading at run time 0: run time = ``read() - offset``.
+
+        For code that reads the time once per request (the HTTP driver and its pool, tens of
+        thousands of times a second): the wall clock's source is ``time.monotonic`` itself, a C
+        call, where :meth:`now` is a Python method around it. Differences of readings are
+        durations either way; only the offset may change (:meth:`WallClock.restart`), so ask
+        again rather than keep it.
+        """
+        ...
+
 
 class WallClock:
     """Real time on ``time.monotonic()``, anchored at construction.
@@ -106,6 +117,9 @@ class WallClock:
 
     def wall(self) -> float:
         return time.time()
+
+    def source(self) -> tuple[Callable[[], float], float]:
+        return time.monotonic, self._origin
 
     async def sleep_until(self, t: float) -> float:
         delay = t - self.now()
@@ -157,6 +171,9 @@ class _SimulatedTime:
 
     def wall(self) -> float:
         return self._epoch + self._now
+
+    def source(self) -> tuple[Callable[[], float], float]:
+        return self.now, 0.0
 
     def call_at(self, t: float, callback: Callable[..., object], *args: Any) -> Timer:
         entry = _Scheduled(t, callback, args)

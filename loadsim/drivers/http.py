@@ -315,8 +315,9 @@ class HttpDriver:
         self.model = model
         self.peak = peak_rate(schedule, duration)
         self.clock = clock
-        self._now = clock.now
-        """Bound once: it is read once per request."""
+        self._now = clock.source()[0]
+        """The clock's raw source (a C call on the wall clock), read once per request: the driver's
+        times (intended, actual, answered) are in its base; window times are moved into it."""
         self.metrics = metrics
         self.faults = faults
         self.log = log
@@ -420,7 +421,7 @@ class HttpDriver:
         if self.faults is not None:
             self.faults.sync(window.active, window.t0)
         if not self._stop and len(window.starts):
-            starts = np.sort(window.starts)
+            starts = np.sort(window.starts) + self.clock.source()[1]  # run time -> the source's base
             shapes = self._shapes(window)
             batch = None if self._relay_flow else self.gmail.draw(len(starts), shapes)
             self._due.append(_Due(starts, batch, shapes))

@@ -432,7 +432,8 @@ class Pool:
         self.port = port
         self.on_done = on_done
         self.clock = clock
-        self._now = clock.now
+        self._now = clock.source()[0]
+        """The clock's source: submit and sweep times are durations apart, the offset does not matter."""
         self.render: Render = render or _no_render
         self.render_errors = 0
         """Exchanges finished as :data:`RENDER_ERROR`."""
