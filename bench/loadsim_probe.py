@@ -24,8 +24,10 @@ each request cost the driver while it ran.
 
 **Faults, off unless asked for** (a self-test of the hold criterion, never a figure):
 
-* ``--collapse-cost-us US`` (with ``--collapse-late-ms MS``, default 5): every request the
-  dispatcher starts more than MS late costs US microseconds more CPU (a spin on
+* ``--collapse-cost-us US`` (with ``--collapse-late-ms MS``, default 5, and
+  ``--collapse-backlog N``, default 1000): every request the dispatcher starts while
+  behind (more than MS late, or with more than N requests already in flight, waiting for
+  a connection or an answer) costs US microseconds more CPU (a spin on
   ``time.thread_time()``, so it is CPU, not wall time, whatever the machine's speed). That
   is the shape of the collapse 836f3e6 mended: a driver that gets *less efficient when it is
   behind* (then, a deep backlog of bodies built early and cold in the cache made each
@@ -74,6 +76,26 @@ def _core_reader() -> Any:
     return busy
 
 
+_SCRATCH = bytearray(1 << 18)
+_KEYS = [f"user{i}@example.com" for i in range(64)]
+
+
+def reference_work() -> int:
+    """A fixed piece of work of the kind the driver does (dicts, small strings, bytes, a copy through the cache).
+
+    Its CPU time, timed every window, says how fast the machine runs the driver's kind of code at that
+    moment: when the host gets slower per instruction, this gets dearer with the driver's requests.
+    """
+    d: dict[str, bytes] = {}
+    for k in _KEYS:
+        d[k] = k.encode() + b": " + str(len(k)).encode()
+    joined = b"\r\n".join(d.values())
+    n = len(joined)
+    for i in range(0, len(_SCRATCH) - n, 4096):  # touches 256 kB: the cache as well as the core
+        _SCRATCH[i : i + n] = joined
+    return n + len(bytes(_SCRATCH[:65536]))
+
+
 class Recorder:
     """One row per engine window (see the module docstring)."""
 
@@ -88,12 +110,16 @@ class Recorder:
         engine.after_window.append(self.on_window)
 
     def on_window(self, t: float, _state: object) -> None:
+        t0 = time.thread_time_ns()
+        reference_work()
+        ref = time.thread_time_ns() - t0
         engine = self.engine
         c = engine.counts
         now = engine.clock.now()
         driver = engine.driver
         self.rows.append({
             "mono": time.monotonic(),
+            "ref_ns": ref,
             "cpu": time.process_time(),
             "core": self._core(),
             "t": now,
@@ -111,15 +137,19 @@ class Recorder:
             time.sleep(seconds)  # the driver stops: nothing runs on its loop meanwhile
 
 
-def install_collapse(cost_us: float, late_ms: float) -> None:
-    """Make every request the HTTP driver starts more than ``late_ms`` late cost ``cost_us`` more CPU."""
+def install_collapse(cost_us: float, late_ms: float, backlog: int) -> None:
+    """Make every request the HTTP driver starts while behind cost ``cost_us`` more CPU.
+
+    Behind: the request starts more than ``late_ms`` after its intended time, or more than
+    ``backlog`` requests are already in flight (started and waiting for a connection or an answer).
+    """
     from loadsim.drivers import http
 
     original = http.HttpDriver._start  # noqa: SLF001 - the self-test's injected fault, never a figure
     cost, late = cost_us * 1e-6, late_ms * 1e-3
 
     def _start(self: Any, due: Any, first: int, end: int, now: float) -> None:
-        behind = now - float(due.times[first]) > late
+        behind = now - float(due.times[first]) > late or self._in_flight > backlog
         before = self._started
         original(self, due, first, end, now)
         n = self._started - before
@@ -141,6 +171,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--series", type=Path, help="write the per-window rows here (JSON) when the run ends")
     p.add_argument("--collapse-cost-us", type=float, default=0.0, help="self-test: extra CPU per late request")
     p.add_argument("--collapse-late-ms", type=float, default=5.0, help="self-test: how late counts as behind")
+    p.add_argument("--collapse-backlog", type=int, default=1000, help="self-test: how many in flight count as behind")
     p.add_argument("--stall", default=None, help="self-test: SECONDS@AT, block the loop SECONDS at run time AT")
     args = p.parse_args(argv[:cut])
     if cut == len(argv):
@@ -166,14 +197,18 @@ def main(argv: list[str] | None = None) -> int:
 
     runtime.build = recorded_build  # type: ignore[assignment]
     if args.collapse_cost_us > 0:
-        install_collapse(args.collapse_cost_us, args.collapse_late_ms)
+        install_collapse(args.collapse_cost_us, args.collapse_late_ms, args.collapse_backlog)
     from loadsim.cli import main as loadsim_main
 
     try:
         return loadsim_main(rest)
     finally:
         if args.series is not None:
-            faults = {"collapse_cost_us": args.collapse_cost_us, "collapse_late_ms": args.collapse_late_ms}
+            faults = {
+                "collapse_cost_us": args.collapse_cost_us,
+                "collapse_late_ms": args.collapse_late_ms,
+                "collapse_backlog": args.collapse_backlog,
+            }
             faults["stall"] = args.stall
             args.series.write_text(json.dumps({"faults": faults, "rows": recorder.rows}))
 
