@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 from loadsim.contract import CONTROLLER_RESULTS, CONTROLLER_RUN_STATUSES
 from loadsim.engine.driver import Part
 from loadsim.model.controller import ControllerParams
+from loadsim.overlays.state import RunState
 from loadsim.rollout import series
 from loadsim.rollout.live import LiveReader
 from loadsim.rollout.policy import Decision, Fidelity, PolicyParams, PolicyState, Reading, decide
@@ -101,12 +102,18 @@ class RolloutController:
 
     # -- after each window ------------------------------------------------------------------------
 
-    def advance(self, t: float, params: ControllerParams) -> None:
-        """Sample the relay's series at the scrape cadence and run every decision due by ``t``."""
+    def advance(self, t: float, state: RunState) -> None:
+        """Sample the relay's series at the scrape cadence and run every decision due by ``t``.
+
+        While the relay's metrics are missing (``state.exposition_up`` False) nothing is
+        sampled: Prometheus scrapes nothing then, and the queries see only older samples.
+        """
         if self.next_sample <= t:
-            self.window.add(Sample.of(t, self.relay.snapshot()))
+            if state.exposition_up:
+                self.window.add(Sample.of(t, self.relay.snapshot()))
             while self.next_sample <= t:
                 self.next_sample += self.sample_every
+        params = state.controller
         while self.next_run < t:
             if params.running:
                 self._run(self.next_run, params)

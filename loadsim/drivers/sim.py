@@ -108,7 +108,7 @@ class SimDriver:
             sink.record_starts(effects)
             sink.record_executions(due)
         if self.rollout is not None:
-            self.rollout.advance(window.t1, window.state.controller)
+            self.rollout.advance(window.t1, window.state)
         else:
             self.controller.advance(window.t1, window.state.controller, self.relay)
         return Counts(started=started, dropped=dropped, completed=len(due) + int(effects.guard_counts.sum()))
