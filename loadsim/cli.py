@@ -72,15 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
 
-    rollout = sub.add_parser(
-        "rollout",
-        help="what the relay's rollout controller would do: every scenario striking at 100%%, both fidelities, "
-        "and the hazards found (virtual time)",
-    )
-    rollout.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
-    rollout.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
-    rollout.add_argument("--seed", type=int, default=1)
-    rollout.add_argument("--json", type=Path, metavar="FILE", help="also write every decision here")
+    _backfill_args(sub)
+    _rollout_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -113,6 +106,35 @@ def build_parser() -> argparse.ArgumentParser:
     scenario.add_argument("--seed", type=int, help="random seed")
     _runtime_args(scenario)
     return parser
+
+
+def _backfill_args(sub: Any) -> None:
+    backfill = sub.add_parser(
+        "backfill",
+        help="write a virtual run's relay series as OpenMetrics for promtool tsdb create-blocks-from openmetrics",
+    )
+    backfill.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
+    _schedule_args(backfill)
+    backfill.add_argument("--out", type=Path, required=True, metavar="FILE", help="the OpenMetrics file to write")
+    backfill.add_argument("--scrape-interval", default="15s", help="time between samples (default 15s)")
+    backfill.add_argument(
+        "--end",
+        default="now",
+        metavar="TIME",
+        help="when the run ends: now (default) or an ISO time such as 2026-11-30T12:00:00Z",
+    )
+
+
+def _rollout_args(sub: Any) -> None:
+    rollout = sub.add_parser(
+        "rollout",
+        help="what the relay's rollout controller would do: every scenario striking at 100%%, both fidelities, "
+        "and the hazards found (virtual time)",
+    )
+    rollout.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
+    rollout.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
+    rollout.add_argument("--seed", type=int, default=1)
+    rollout.add_argument("--json", type=Path, metavar="FILE", help="also write every decision here")
 
 
 def _schedule_args(p: argparse.ArgumentParser) -> None:
@@ -321,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "verify": _verify,
         "rollout": _rollout,
+        "backfill": _backfill,
         "drill": _drill,
         "scale-rules": _scale_rules,
         "fake-gmail": _fake_gmail,
@@ -424,6 +447,37 @@ def _verify(args: argparse.Namespace) -> int:
         failed |= not all(r.ok for r in rows)
     print(f"verify: {'FAIL' if failed else 'ok'} in {time.monotonic() - started:.0f}s wall")
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from loadsim.report.backfill import backfill, plan_ending_at
+
+    profile, source = _load(args)
+    problems: list[Problem] = []
+    interval = positive_option("--scrape-interval", args.scrape_interval, parse_duration, problems) or 15.0
+    end = time.time()
+    if args.end != "now":
+        try:
+            moment = datetime.fromisoformat(args.end)
+            end = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        except ValueError:
+            problems.append(
+                Problem("--end", "", f"expected now or an ISO time such as 2026-11-30T12:00:00Z, got {args.end!r}")
+            )
+    if problems:
+        raise ConfigError(problems)
+    _check_output(args.out, "--out")
+    plan = plan_ending_at(profile, end, source)
+    done = backfill(plan, args.out, interval=interval)
+    start, stop = (datetime.fromtimestamp(x, UTC).isoformat(timespec="seconds") for x in (done.start, done.end))
+    print(
+        f"{done.path}: {done.samples:,} samples in {done.scrapes:,} scrapes from {start} to {stop} "
+        f"({done.sends:,} sends, {done.wall_seconds:.1f}s wall)\n"
+        f"next: promtool tsdb create-blocks-from openmetrics {done.path} DATA_DIR"
+    )
+    return EXIT_OK
 
 
 def _rollout(args: argparse.Namespace) -> int:

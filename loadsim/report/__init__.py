@@ -1,0 +1,1 @@
+"""After a window: history backfilled into a real Prometheus (:mod:`.backfill`), and the observation report."""
