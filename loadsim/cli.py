@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _backfill_args(sub)
     _rollout_args(sub)
+    _report_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -123,6 +124,29 @@ def _backfill_args(sub: Any) -> None:
         metavar="TIME",
         help="when the run ends: now (default) or an ISO time such as 2026-11-30T12:00:00Z",
     )
+
+
+def _report_args(sub: Any) -> None:
+    report = sub.add_parser(
+        "report",
+        help="the observation report and 10-point readiness score for a window: HTML with plots, Markdown, JSON, CSV",
+    )
+    report.add_argument("--prometheus", required=True, metavar="URL", help="the Prometheus that holds the window")
+    report.add_argument("--from", dest="start", required=True, metavar="TIME", help="window start: ISO time")
+    report.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now (default)")
+    report.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the four files go")
+    report.add_argument("--alertmanager", metavar="URL", help="check routing and read its alerts")
+    report.add_argument("--drill", type=Path, metavar="FILE", help="the score card of `loadsim drill --json`")
+    report.add_argument("--runbooks", type=Path, metavar="DIR", help="where each alert's runbook_url should resolve")
+    report.add_argument(
+        "--dashboards",
+        type=Path,
+        metavar="DIR",
+        help="Grafana dashboard JSON (default: the relay's, deploy/relay/grafana)",
+    )
+    report.add_argument("--rules", nargs="+", type=Path, metavar="FILE", help="rule files (default: the relay's, v1)")
+    report.add_argument("--step", default="60s", help="time between the plotted points (default 60s)")
+    report.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
 
 
 def _rollout_args(sub: Any) -> None:
@@ -344,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _verify,
         "rollout": _rollout,
         "backfill": _backfill,
+        "report": _report,
         "drill": _drill,
         "scale-rules": _scale_rules,
         "fake-gmail": _fake_gmail,
@@ -478,6 +503,84 @@ def _backfill(args: argparse.Namespace) -> int:
         f"next: promtool tsdb create-blocks-from openmetrics {done.path} DATA_DIR"
     )
     return EXIT_OK
+
+
+def _when(option: str, text: str, problems: list[Problem]) -> float:
+    """``now`` or an ISO time, as Unix time."""
+    from datetime import UTC, datetime
+
+    if text == "now":
+        return time.time()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        problems.append(Problem(option, "", f"expected now or an ISO time such as 2026-11-30T12:00:00Z, got {text!r}"))
+        return 0.0
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _report_inputs(args: argparse.Namespace) -> Any:
+    """``loadsim report``'s options checked together; every problem at once."""
+    from loadsim.relayconfig import RELAY_CONFIG
+    from loadsim.report.observe import Inputs
+
+    problems: list[Problem] = []
+    prometheus = _control_url(args, "--prometheus", args.prometheus, problems)
+    alertmanager = (
+        None if args.alertmanager is None else _control_url(args, "--alertmanager", args.alertmanager, problems)
+    )
+    start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
+    if not problems and end <= start:
+        problems.append(Problem("--to", "", "must be after --from"))
+    step = positive_option("--step", args.step, parse_duration, problems) or 60.0
+    files = [("--drill", args.drill)] + [("--rules", p) for p in args.rules or []]
+    problems += [
+        Problem(option, "", f"{p}: file not found") for option, p in files if p is not None and not p.is_file()
+    ]
+    for option, path in (("--runbooks", args.runbooks), ("--dashboards", args.dashboards)):
+        if path is not None and not path.is_dir():
+            problems.append(Problem(option, "", f"{path}: not a directory"))
+    if args.drill is not None and args.drill.is_file() and not _is_score_card(args.drill):
+        problems.append(Problem("--drill", "", f"{args.drill}: not a loadsim drill score card (JSON with a score)"))
+    _check_output(args.out / "report.html" if args.out.is_dir() else args.out, "--out", problems)
+    if problems or prometheus is None:
+        raise ConfigError(problems)
+    return Inputs(
+        prometheus=prometheus,
+        start=start,
+        end=end,
+        out=args.out,
+        alertmanager=alertmanager,
+        drill=args.drill,
+        runbooks=args.runbooks,
+        dashboards=args.dashboards or RELAY_CONFIG / "grafana",
+        rules=tuple(args.rules) if args.rules else Inputs.rules_default(),
+        step=step,
+    )
+
+
+def _is_score_card(path: Path) -> bool:
+    try:
+        return "score" in json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, TypeError, OSError):
+        return False
+
+
+def _report(args: argparse.Namespace) -> int:
+    from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
+    from loadsim.report.prom import SourceError
+
+    inputs = _report_inputs(args)
+    try:
+        report, files = observe(inputs)
+    except SourceError as e:
+        raise ConfigError.single("--prometheus" if args.prometheus in str(e) else "report", "", str(e)) from None
+    r = report.readiness
+    print(f"{report.decision}: readiness {r.score}/10 ({r.grade}), technical {r.technical}/6")
+    for item in r.items:
+        print(f"  {'PASS' if item.passed else 'FAIL'}  {item.name}: {item.evidence}")
+    print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+    return EXIT_GO if r.go else EXIT_NO_GO
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -661,17 +764,26 @@ def _check_fault_control(url: str, plan: RunPlan) -> None:
         raise ConfigError.single("--fault-control", "", error)
 
 
-def _check_output(path: Path | None, option: str) -> None:
-    """An output file must be writable before the run starts, not found unwritable hours later."""
+def _check_output(path: Path | None, option: str, problems: list[Problem] | None = None) -> None:
+    """An output file must be writable before the run starts, not found unwritable hours later.
+
+    The problem is raised at once, or added to ``problems`` when given.
+    """
     if path is None:
         return
     parent = path.parent if str(path.parent) else Path()
+    why = None
     if path.is_dir():
-        raise ConfigError.single(option, "", f"{path} is a directory; expected a file path")
-    if not parent.is_dir():
-        raise ConfigError.single(option, "", f"{parent} does not exist; expected a file in an existing directory")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError.single(option, "", f"{path} is not writable")
+        why = f"{path} is a directory; expected a file path"
+    elif not parent.is_dir():
+        why = f"{parent} does not exist; expected a file in an existing directory"
+    elif not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        why = f"{path} is not writable"
+    if why is None:
+        return
+    if problems is None:
+        raise ConfigError.single(option, "", why)
+    problems.append(Problem(option, "", why))
 
 
 def _listen_address(args: argparse.Namespace) -> ListenAddress | None:

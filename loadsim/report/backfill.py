@@ -6,7 +6,8 @@ written in seconds, stamped as if the run had just ended (its calendar starts
 its retention (15 days by default), so history from the profile's default virtual
 start would be thrown away at load. Every relay family is written at the scrape
 interval (15 s, as the relay's scrape config), with ``loadsim_overlay_active`` (the
-fault windows) beside them, and nothing while a metrics-missing overlay is on.
+fault windows) and ``loadsim_target_rate`` (the schedule) beside them, and nothing
+while a metrics-missing overlay is on.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def backfill(plan: RunPlan, out: Path, *, interval: float = 15.0) -> Backfilled:
 
     def collect() -> Iterable[Metric]:
         relay_families = exposition.collect() if engine.state.exposition_up else ()
-        return itertools.chain(relay_families, run.health.overlay_active.collect())
+        health = (run.health.overlay_active.collect(), run.health.target_rate.collect())
+        return itertools.chain(relay_families, *health)
 
     writer = OpenMetricsWriter(out, collect, epoch=plan.epoch, interval=interval)
     # The window is the run's, start to end: the drain after it (sends still in flight) is not written.
