@@ -131,9 +131,24 @@ def _report_args(sub: Any) -> None:
         "report",
         help="the observation report and 10-point readiness score for a window: HTML with plots, Markdown, JSON, CSV",
     )
-    report.add_argument("--prometheus", required=True, metavar="URL", help="the Prometheus that holds the window")
-    report.add_argument("--from", dest="start", required=True, metavar="TIME", help="window start: ISO time")
+    source = report.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL", help="the Prometheus that holds the window")
+    source.add_argument(
+        "--run",
+        nargs="?",
+        const="",
+        metavar="PROFILE",
+        help="report on a run of loadsim's own (default: the embedded profile), backfilled into a private Prometheus",
+    )
+    report.add_argument("--from", dest="start", metavar="TIME", help="window start: ISO time (with --prometheus)")
     report.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now (default)")
+    for option, what in (
+        ("--duration", "run length (with --run)"),
+        ("--rate", "constant rate (with --run)"),
+        ("--overlay", "a fault overlay NAME@START+DURATION (with --run; repeatable)"),
+    ):
+        report.add_argument(option, action="append" if option == "--overlay" else "store", help=what)
+    report.add_argument("--seed", type=int, help="random seed (with --run)")
     report.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the four files go")
     report.add_argument("--alertmanager", metavar="URL", help="check routing and read its alerts")
     report.add_argument("--drill", type=Path, metavar="FILE", help="the score card of `loadsim drill --json`")
@@ -519,19 +534,25 @@ def _when(option: str, text: str, problems: list[Problem]) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _report_inputs(args: argparse.Namespace) -> Any:
-    """``loadsim report``'s options checked together; every problem at once."""
+def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
+    """``loadsim report``'s options checked together; every problem goes to ``problems``."""
     from loadsim.relayconfig import RELAY_CONFIG
     from loadsim.report.observe import Inputs
 
-    problems: list[Problem] = []
-    prometheus = _control_url(args, "--prometheus", args.prometheus, problems)
-    alertmanager = (
-        None if args.alertmanager is None else _control_url(args, "--alertmanager", args.alertmanager, problems)
-    )
-    start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
-    if not problems and end <= start:
-        problems.append(Problem("--to", "", "must be after --from"))
+    prometheus, start, end = None, 0.0, 0.0
+    if args.prometheus is not None:
+        prometheus = _control_url(args, "--prometheus", args.prometheus, problems)
+        if args.start is None:
+            problems.append(Problem("--from", "", "needed with --prometheus: the window's start"))
+        else:
+            start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
+            if not problems and end <= start:
+                problems.append(Problem("--to", "", "must be after --from"))
+    elif args.start is not None:
+        problems.append(Problem("--from", "", "goes with --prometheus; a run's window is the run"))
+    alertmanager = None
+    if args.alertmanager is not None:
+        alertmanager = _control_url(args, "--alertmanager", args.alertmanager, problems)
     step = positive_option("--step", args.step, parse_duration, problems) or 60.0
     files = [("--drill", args.drill)] + [("--rules", p) for p in args.rules or []]
     problems += [
@@ -543,10 +564,8 @@ def _report_inputs(args: argparse.Namespace) -> Any:
     if args.drill is not None and args.drill.is_file() and not _is_score_card(args.drill):
         problems.append(Problem("--drill", "", f"{args.drill}: not a loadsim drill score card (JSON with a score)"))
     _check_output(args.out / "report.html" if args.out.is_dir() else args.out, "--out", problems)
-    if problems or prometheus is None:
-        raise ConfigError(problems)
     return Inputs(
-        prometheus=prometheus,
+        prometheus=prometheus or "",
         start=start,
         end=end,
         out=args.out,
@@ -566,15 +585,56 @@ def _is_score_card(path: Path) -> bool:
         return False
 
 
-def _report(args: argparse.Namespace) -> int:
-    from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
+def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
+    """With ``--run``: the plan of the run to report on (None otherwise); ``--run``'s options checked."""
+    from loadsim.report.backfill import plan_ending_at
+    from loadsim.report.own import binaries
     from loadsim.report.prom import SourceError
 
-    inputs = _report_inputs(args)
+    if args.run is None:
+        given = {"--duration": args.duration, "--rate": args.rate, "--overlay": args.overlay, "--seed": args.seed}
+        problems += [Problem(o, "", "goes with --run") for o, v in given.items() if v is not None]
+        return None
     try:
-        report, files = observe(inputs)
+        profile = EMBEDDED_DEFAULT if not args.run else load_profile(args.run)
+        overrides = Overrides(
+            duration=args.duration, rate=args.rate, seed=args.seed, overlays=tuple(args.overlay or ())
+        )
+        plan = plan_ending_at(apply_overrides(profile, overrides), time.time(), args.run or "embedded default")
+        binaries()
+    except ConfigError as e:
+        problems += e.problems
+        return None
     except SourceError as e:
-        raise ConfigError.single("--prometheus" if args.prometheus in str(e) else "report", "", str(e)) from None
+        problems.append(Problem("--run", "", str(e)))
+        return None
+    return plan
+
+
+def _report(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
+    from loadsim.report.own import served
+    from loadsim.report.prom import SourceError
+
+    problems: list[Problem] = []
+    plan = _report_run(args, problems)
+    inputs = _report_inputs(args, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        if plan is None:
+            report, files = observe(inputs)
+        else:
+            with served(plan) as (url, done):
+                source = f"loadsim run {plan.name}, seed {plan.seed}"
+                report, files = observe(
+                    dataclasses.replace(inputs, prometheus=url, start=done.start, end=done.end, source=source)
+                )
+    except SourceError as e:
+        option = "--prometheus" if args.prometheus and args.prometheus in str(e) else "--run"
+        raise ConfigError.single(option, "", str(e)) from None
     r = report.readiness
     print(f"{report.decision}: readiness {r.score}/10 ({r.grade}), technical {r.technical}/6")
     for item in r.items:

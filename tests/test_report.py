@@ -201,3 +201,17 @@ class TestBadInput:
         assert code == 2
         [line] = capsys.readouterr().err.splitlines()
         assert "no Gmail send series in the window" in line
+
+
+@pytest.mark.stack
+def test_a_run_of_its_own_is_reported_through_a_private_prometheus(tmp_path: Path) -> None:
+    """``--run``: the run backfilled into a Prometheus of its own, then the same report."""
+    require("promtool")
+    out = tmp_path / "own"
+    code = main(["report", "--run", str(PROFILES / "realistic.toml"), "--duration", "3h", "--out", str(out)])
+    data = json.loads((out / "report.json").read_text())
+    assert code == (0 if data["readiness"]["go"] else 3)
+    assert data["source"] == "loadsim run realistic, seed 1"
+    assert data["window"]["end"] - data["window"]["start"] == 3 * 3600
+    assert data["readiness"]["technical"] == 6  # healthy traffic
+    assert data["figures"]["sends"] > 10_000

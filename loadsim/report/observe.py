@@ -48,6 +48,8 @@ class Inputs:
     rules: Sequence[Path] = field(default_factory=lambda: (RECORDING_RULES, ALERTS))
     step: float = 60.0
     title: str = "Gmail rich email: observation report"
+    source: str = ""
+    """What the window is, for the report (default: the Prometheus URL)."""
 
     @staticmethod
     def rules_default() -> tuple[Path, ...]:
@@ -206,6 +208,8 @@ def observe(inputs: Inputs) -> tuple[document.Report, dict[str, Path]]:
         readiness.dashboards_item(panels, "no dashboards given (--dashboards DIR)"),
     ]
     report = document.build(
-        document.Report(inputs.title, inputs.prometheus, f, readiness.Readiness(tuple(items)), card, am_alerts)
+        document.Report(
+            inputs.title, inputs.source or inputs.prometheus, f, readiness.Readiness(tuple(items)), card, am_alerts
+        )
     )
     return report, render.write(report, draw(f), inputs.out)
