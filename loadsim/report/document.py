@@ -124,7 +124,12 @@ def build(report: Report) -> Report:
                 (
                     f"Relay series absent for {v.get('absent_seconds', 0) / 60:.0f} min of the window "
                     "(absent(action_exec_total), the GmailMetricsMissing sentinel)."
-                )
+                ),
+                (
+                    "Scrape success (avg of up): "
+                    + ("no up series in the window" if v.get("scrape_success") is None else pct(v["scrape_success"]))
+                    + "."
+                ),
             ],
         ),
         Section(8, "Tabletop Drill Results", _drill_lines(report.drill)),

@@ -156,6 +156,7 @@ def read(prom: Prometheus, start: float, end: float, step: float = 60.0) -> Figu
     v["percent_trace"] = _changes(f.points("rollout_percent"))
     v["unexpected_codes"] = sorted(set(v["errors_by_reason"]) - set(catalog.ERROR_REASONS))
     v["absent_seconds"] = sum(step for _, x in f.points("absent") if x == 1)
+    v["scrape_success"] = prom.value(f"avg(avg_over_time(up[{window}]))", end)
     v["alerts"] = alert_timeline(f.series["alerts"], step)
     if not ratio:
         f.missing.append("no Gmail send series in the window")
