@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import ssl
 import sys
@@ -22,10 +23,12 @@ from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
+from loadsim.outputs import directory_problem, file_problem, write_atomically
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.runtime.signals import TRAFFIC_COMMANDS, StopSignals
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
-from loadsim.units import format_duration, parse_duration, parse_rate
+from loadsim.units import MAX_SECONDS, format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
@@ -232,6 +235,9 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+MIN_TIMEOUT = 0.01
+"""Shortest ``--timeout`` (seconds)."""
+
 HTTP_ONLY = (
     "target",
     "template",
@@ -293,6 +299,10 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
     if args.max_rate is not None:
         max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
     timeout = positive_option("--timeout", args.timeout or "30s", parse_duration, problems)
+    if timeout is not None and timeout < MIN_TIMEOUT:
+        why = f"must be at least {format_duration(MIN_TIMEOUT)}, got {args.timeout!r} (shorter, requests time out"
+        problems.append(Problem("--timeout", "", f"{why} before their connection opens and the pool only reconnects)"))
+        timeout = None
     token = _read_token(args, problems)
     ca_file = args.ca_file
     if ca_file is not None:
@@ -372,9 +382,26 @@ def _header_safe(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = None) -> int:
+    """Entry point; returns the exit code.
+
+    A command that runs traffic catches its stop signals from here on (``signals``: caught
+    earlier still, by ``loadsim.__main__``), and gives them back when it returns.
+    """
     args = build_parser().parse_args(argv)
+    if args.command not in TRAFFIC_COMMANDS:
+        return _main(args)
+    if signals is None:
+        signals = StopSignals()
+        signals.catch_early()
+    args.stop_signals = signals
+    try:
+        return _main(args)
+    finally:
+        signals.restore()
+
+
+def _main(args: argparse.Namespace) -> int:
     commands = {
         "check": _check,
         "scenarios": _scenarios,
@@ -463,15 +490,19 @@ def _verify(args: argparse.Namespace) -> int:
         if n not in SCENARIOS
     ]
     problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
-    if args.background_hours <= 0:
-        problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
+    if not 0 < args.background_hours <= MAX_SECONDS / 3600:  # also refuses nan
+        why = f"must be > 0 and <= {MAX_SECONDS / 3600:g}, got {args.background_hours:g}"
+        problems.append(Problem("--background-hours", "", why))
     positive_option("--rate", args.rate, parse_rate, problems)
+    _check_output_dir(args.export, "--export", problems)
     try:
         find_promtool()
     except PromtoolError as e:
         problems.append(Problem("promtool", "", str(e)))
     if problems:
         raise ConfigError(problems)
+    if args.export is not None:
+        args.export.mkdir(parents=True, exist_ok=True)
     rule_sets = [list(args.rules)] if args.rules else default_rule_sets()
     cases = default_cases(args.background_hours, args.scenario or None)
     started = time.monotonic()
@@ -563,7 +594,7 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
             problems.append(Problem(option, "", f"{path}: not a directory"))
     if args.drill is not None and args.drill.is_file() and not _is_score_card(args.drill):
         problems.append(Problem("--drill", "", f"{args.drill}: not a loadsim drill score card (JSON with a score)"))
-    _check_output(args.out / "report.html" if args.out.is_dir() else args.out, "--out", problems)
+    _check_output_dir(args.out, "--out", problems)
     return Inputs(
         prometheus=prometheus or "",
         start=start,
@@ -664,7 +695,7 @@ def _rollout(args: argparse.Namespace) -> int:
     print(f"\nrollout: {len(outcomes)} runs in {time.monotonic() - started:.0f}s wall")
     if args.json is not None:
         cases = [{"case": o.case.label, "fidelity": o.case.fidelity, **o.summary, "log": o.decisions} for o in outcomes]
-        args.json.write_text(json.dumps(cases, indent=1) + "\n", encoding="utf-8")
+        write_atomically(args.json, json.dumps(cases, indent=1) + "\n")
     return EXIT_OK
 
 
@@ -680,8 +711,9 @@ def _scale_rules(args: argparse.Namespace) -> int:
 
     files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
     problems = [Problem(str(p), "", "file not found") for p in files if not p.is_file()]
-    if args.factor <= 0:
-        problems.append(Problem("factor", "", f"must be > 0, got {args.factor:g}"))
+    if not math.isfinite(args.factor) or args.factor <= 0:
+        problems.append(Problem("factor", "", f"must be a number > 0, got {args.factor:g}"))
+    _check_output_dir(args.out, "out", problems)
     if problems:
         raise ConfigError(problems)
     for path in write_scaled(files, args.out, args.factor):
@@ -693,29 +725,56 @@ def _drill(args: argparse.Namespace) -> int:
     from loadsim.drill import Drill, card_json
 
     problems = []
-    if args.time_scale <= 0:
-        problems.append(Problem("--time-scale", "", f"must be > 0, got {args.time_scale:g}"))
-    for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager)):
+    if not math.isfinite(args.time_scale) or not 0 < args.time_scale <= MAX_TIME_SCALE:
+        problems.append(Problem("--time-scale", "", f"must be > 0 and <= {MAX_TIME_SCALE:g}, got {args.time_scale:g}"))
+    urls = [(option, url) for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager))]
+    for option, url in urls:
         _control_url(args, option, url, problems)
+    _check_output(args.json, "--json", problems)
     if problems:
         raise ConfigError(problems)
+    _check_drill_stack(args.prometheus, args.alertmanager)
     # A scaled window holds K times fewer sends; three times K x 5/s keeps ratios steady near thresholds.
     rate = args.rate or f"{5.0 if args.time_scale <= 1 else min(15.0 * args.time_scale, 500.0):g}/s"
     overrides = Overrides(duration="7d", rate=rate, seed=args.seed)
     profile = apply_overrides(EMBEDDED_DEFAULT.model_copy(update={"name": "drill-01"}), overrides)
     profile = profile.model_copy(update={"engine": profile.engine.model_copy(update={"grace": 5.0})})
-    card_holder: list[Any] = []
+    drills: list[Drill] = []
 
     async def drill(engine: Any, log: Any) -> None:
-        card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
-        card_holder.append(card)
+        drills.append(Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log))
+        await drills[0].run()
 
     _execute(args, profile, "drill", companion=drill)
-    card = card_holder[0]
+    card = drills[0].card  # partial when a signal stopped the drill: the phases it finished
     print("\n".join(card.lines()))
     if args.json is not None:
-        args.json.write_text(card_json(card), encoding="utf-8")
+        write_atomically(args.json, card_json(card))
     return EXIT_OK if card.score == 6 else EXIT_FAILURE
+
+
+MAX_TIME_SCALE = 1000.0
+"""Fastest time scale of the rules a drill runs against (the controller's own limit)."""
+
+
+def _check_drill_stack(prometheus: str, alertmanager: str) -> None:
+    """Before the drill's traffic starts: both answer as what they are named (exit 2 if not).
+
+    Without this a drill against a wrong port ran its traffic and waited out every phase's budget.
+    """
+    from loadsim.report.prom import Alertmanager, Prometheus, SourceError
+
+    problems = []
+    for option, check in (
+        ("--prometheus", Prometheus(prometheus, timeout=5.0).check),
+        ("--alertmanager", Alertmanager(alertmanager, timeout=5.0).status),
+    ):
+        try:
+            check()
+        except SourceError as e:
+            problems.append(Problem(option, "", f"{e}; expected a running {option.removeprefix('--').title()}"))
+    if problems:
+        raise ConfigError(problems)
 
 
 def _allowed_hosts(args: argparse.Namespace) -> set[str]:
@@ -756,6 +815,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         http=http,
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
+        signals=getattr(args, "stop_signals", None),
     )
     resume = None
     if state is not None:
@@ -827,18 +887,22 @@ def _check_fault_control(url: str, plan: RunPlan) -> None:
 def _check_output(path: Path | None, option: str, problems: list[Problem] | None = None) -> None:
     """An output file must be writable before the run starts, not found unwritable hours later.
 
-    The problem is raised at once, or added to ``problems`` when given.
+    Probed by doing what the final write does (:func:`loadsim.outputs.file_problem`); the
+    problem is raised at once, or added to ``problems`` when given.
     """
     if path is None:
         return
-    parent = path.parent if str(path.parent) else Path()
-    why = None
-    if path.is_dir():
-        why = f"{path} is a directory; expected a file path"
-    elif not parent.is_dir():
-        why = f"{parent} does not exist; expected a file in an existing directory"
-    elif not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        why = f"{path} is not writable"
+    _refuse(option, file_problem(path), problems)
+
+
+def _check_output_dir(path: Path | None, option: str, problems: list[Problem] | None = None) -> None:
+    """An output directory must exist and take files, or be creatable, before anything runs."""
+    if path is None:
+        return
+    _refuse(option, directory_problem(path), problems)
+
+
+def _refuse(option: str, why: str | None, problems: list[Problem] | None) -> None:
     if why is None:
         return
     if problems is None:

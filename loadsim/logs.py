@@ -53,3 +53,42 @@ def configure(level: str | None = None, stream: TextIO | None = None) -> None:
 def get_logger(**bind: Any) -> Any:
     """A logger bound with ``bind``."""
     return structlog.get_logger("loadsim").bind(**bind)
+
+
+class _OneLine(logging.Handler):
+    """aiohttp's server log as loadsim events: one JSON line each, never a traceback.
+
+    aiohttp logs every malformed request (a port scan, a TLS hello on a plain port, a header
+    without a colon) as "Error handling request" with the parser's traceback on stderr.
+    Here a client's mistake is an ``http.bad_request`` event naming the peer and the
+    problem; an error in a handler is an ``http.handler_error`` with the exception's type and
+    message, without the traceback (its frames can hold request headers, credentials included).
+    """
+
+    def __init__(self, component: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.component = component
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log = get_logger(component=self.component)
+        exc = record.exc_info[1] if record.exc_info else None
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if exc is None:
+            log.info("http.server", message=record.getMessage())
+            return
+        code = getattr(exc, "code", None)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(code, int) and 400 <= code < 500:
+            log.info("http.bad_request", remote=remote, status=code, error=first[:200])
+            return
+        log.error("http.handler_error", remote=remote, error=f"{type(exc).__name__}: {first[:200]}")
+
+
+def http_server_logger(component: str) -> logging.Logger:
+    """The logger an aiohttp server of loadsim's gets (``AppRunner(..., logger=...)``): one line per event."""
+    logger = logging.getLogger(f"loadsim.http.{component}")
+    if not any(isinstance(h, _OneLine) for h in logger.handlers):
+        logger.addHandler(_OneLine(component))
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logger

@@ -18,21 +18,36 @@ Example (``profiles/steady-1rps.toml``)::
 from __future__ import annotations
 
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
-from loadsim.units import NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
+from loadsim.units import MAX_RATE, NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
 
 DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
 """A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
+MAX_PAIRS = 1_000_000
+"""Most (workspace, actor) pairs in a population: each is hashed once at start (about 1 s per million)."""
+MAX_IN_FLIGHT = 100_000_000
+"""Highest ``max_in_flight``: a simulated send in flight holds 17 bytes, so this bounds them at 1.7 GB."""
+MAX_OVERLAYS = 1000
+"""Most overlays in one profile (each is checked against every other before the run)."""
 
 
 class _Spec(BaseModel):
@@ -60,7 +75,7 @@ class StepsSpec(_Spec):
     """A staircase of rates, ``step`` long each."""
 
     kind: Literal["steps"]
-    rates: Annotated[list[PerSecond], Field(min_length=1)]
+    rates: Annotated[list[PerSecond], Field(min_length=1, max_length=10_000)]
     step: Seconds
     duration: Seconds | None = None
 
@@ -72,14 +87,18 @@ class DiurnalSpec(_Spec):
     trough: PerSecond
     peak: PerSecond
     peak_hour: Annotated[float, Field(ge=0, lt=24)] = 14.0
-    sharpness: Positive = 2.0
-    weekend_factor: NonNegative = 0.4
+    sharpness: Annotated[Positive, Field(le=100)] = 2.0
+    weekend_factor: Annotated[NonNegative, Field(le=100)] = 0.4
     duration: Seconds | None = None
 
     @model_validator(mode="after")
     def _peak_above_trough(self) -> DiurnalSpec:
         if self.peak < self.trough:
             msg = f"peak ({self.peak:g}/s) must be at least trough ({self.trough:g}/s)"
+            raise ValueError(msg)
+        highest = self.trough + (self.peak - self.trough) * max(1.0, self.weekend_factor)
+        if highest > MAX_RATE:
+            msg = f"weekend_factor {self.weekend_factor:g} makes the weekend peak {highest:g}/s, above {MAX_RATE:g}/s"
             raise ValueError(msg)
         return self
 
@@ -96,12 +115,20 @@ class PopulationSpec(_Spec):
     follows from who is sending, not from a probability.
     """
 
-    workspaces: Annotated[int, Field(ge=0)] = 20
+    workspaces: Annotated[int, Field(ge=0, le=MAX_PAIRS)] = 20
     """Workspaces; 0 keys sends by actor alone (a relay without workspaces)."""
-    actors: Annotated[int, Field(ge=1)] = 50
+    actors: Annotated[int, Field(ge=1, le=MAX_PAIRS)] = 50
     """Actors per workspace (in all, when there are no workspaces)."""
-    skew: NonNegative = 1.0
+    skew: Annotated[NonNegative, Field(le=100)] = 1.0
     """Zipf exponent of how often each pair sends (0: all alike; 1: a few heavy senders)."""
+
+    @model_validator(mode="after")
+    def _pairs_bounded(self) -> PopulationSpec:
+        pairs = max(self.workspaces, 1) * self.actors
+        if pairs > MAX_PAIRS:
+            msg = f"workspaces x actors must be at most {MAX_PAIRS:,} pairs (each is hashed at start), got {pairs:,}"
+            raise ValueError(msg)
+        return self
 
 
 class MetricsSpec(_Spec):
@@ -109,9 +136,24 @@ class MetricsSpec(_Spec):
 
     status_label: bool = False
     """Add ``status`` to ``action_latency_seconds`` (the ``*_by_result`` rules need it)."""
-    workspace_ids: list[str] = Field(default_factory=list)
+    workspace_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
     """Add ``workspace_id`` to ``action_exec_total``; empty means the label is off."""
-    workspace_weights: list[NonNegative] = Field(default_factory=list)
+    workspace_weights: Annotated[list[Annotated[NonNegative, Field(le=1e12)]], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("workspace_ids")
+    @classmethod
+    def _ids_unique(cls, ids: list[str]) -> list[str]:
+        # Two equal ids would be two series with one label set: Prometheus rejects the scrape.
+        seen: set[str] = set()
+        twice = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        if twice:
+            msg = f"each workspace id must appear once, got {', '.join(map(repr, twice))} more than once"
+            raise ValueError(msg)
+        return ids
 
     @model_validator(mode="after")
     def _weights_match(self) -> MetricsSpec:
@@ -121,33 +163,46 @@ class MetricsSpec(_Spec):
                 f"got {len(self.workspace_weights)}"
             )
             raise ValueError(msg)
+        if self.workspace_weights and sum(self.workspace_weights) <= 0:
+            msg = "workspace_weights must not all be 0: executions are split over the ids in these proportions"
+            raise ValueError(msg)
         return self
 
 
 class EngineSpec(_Spec):
     """How the engine steps through time."""
 
-    tick: Seconds = 0.1
-    """Wall-clock window: sends are sampled and completed in batches this long."""
-    virtual_tick: Seconds = 5.0
-    """Virtual-clock window: a third of the 15 s scrape interval the relay's rules assume."""
+    tick: Annotated[Seconds, Field(ge=0.001, le=10)] = 0.1
+    """Wall-clock window: sends are sampled and completed in batches this long.
+
+    From 1 ms (shorter, the loop does nothing but wake) to 10 s (sends reach ``/metrics`` once
+    per tick, and Prometheus scrapes every 15 s)."""
+    virtual_tick: Annotated[Seconds, Field(ge=0.01, le=3600)] = 5.0
+    """Virtual-clock window: a third of the 15 s scrape interval the relay's rules assume (10 ms to 1 h)."""
     grace: SecondsOrZero = 35.0
     """At the end of a wall-clock run, how long sends in flight may take to finish (seconds)."""
-    max_in_flight: Annotated[int, Field(gt=0)] = 10_000_000
+    max_in_flight: Annotated[int, Field(gt=0, le=MAX_IN_FLIGHT)] = 10_000_000
     """Arrivals beyond this many sends in flight are dropped and counted, never queued."""
     virtual_start: datetime = DEFAULT_VIRTUAL_START
     """The calendar time a virtual run starts at (diurnal curves follow it)."""
+
+
+_START_HELP = "an offset such as 10m or an ISO time such as 2026-11-27T14:00:00Z"
 
 
 def _parse_start(value: Any) -> Any:
     """An offset from the run's start (``10m``) or an absolute time (``2026-11-27T14:00:00Z``)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date | time):
+        # A TOML local date or time: no moment on the run's calendar without the other half.
+        msg = f"expected {_START_HELP}, got a TOML {type(value).__name__} ({value.isoformat()})"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError as a validation problem
     if isinstance(value, str) and "T" in value:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            msg = f"expected an offset such as 10m or an ISO time such as 2026-11-27T14:00:00Z, got {value!r}"
+            msg = f"expected {_START_HELP}, got {value!r}"
             raise ValueError(msg) from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return parse_duration(value)
@@ -166,6 +221,19 @@ class OverlaySpec(_Spec):
     magnitude: Annotated[float, Field(gt=0, le=10)] = 1.0
     options: dict[str, float | str] = Field(default_factory=dict)
 
+    @field_validator("options")
+    @classmethod
+    def _options_in_limits(cls, options: dict[str, float | str], info: ValidationInfo) -> dict[str, float | str]:
+        from loadsim.overlays.scenarios import SCENARIOS
+
+        scenario = SCENARIOS.get(info.data.get("scenario", ""))
+        if scenario is None:
+            return options  # the scenario's own problem is reported
+        problems = scenario.option_problems(options)
+        if problems:
+            raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
+        return options
+
     @field_validator("scenario")
     @classmethod
     def _known_scenario(cls, name: str) -> str:
@@ -177,15 +245,7 @@ class OverlaySpec(_Spec):
         return name
 
     @model_validator(mode="after")
-    def _options_and_ramps(self) -> OverlaySpec:
-        from loadsim.overlays.scenarios import SCENARIOS
-
-        known = SCENARIOS[self.scenario].options
-        unknown = sorted(set(self.options) - set(known))
-        if unknown:
-            allowed = ", ".join(known) or "none"
-            msg = f"unknown option {', '.join(map(repr, unknown))} for {self.scenario}; allowed: {allowed}"
-            raise ValueError(msg)
+    def _ramps_fit(self) -> OverlaySpec:
         if self.ramp_in_seconds + self.ramp_out_seconds > self.duration:
             msg = "ramp in and out together must fit in the duration"
             raise ValueError(msg)
@@ -219,7 +279,7 @@ class Profile(_Spec):
     """Who sends (the rollout gate buckets them; used in controller policy mode)."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    overlay: list[OverlaySpec] = Field(default_factory=list)
+    overlay: Annotated[list[OverlaySpec], Field(max_length=MAX_OVERLAYS)] = Field(default_factory=list)
     """Fault scenarios layered on the schedule (TOML: ``[[overlay]]`` tables)."""
 
     @field_validator("schedule")

@@ -81,6 +81,8 @@ from loadsim.clock import Clock, Timer, wait_event, wait_for
 
 TIMEOUT = -1
 """No complete answer within the timeout."""
+SWEEP_FLOOR = 0.005
+"""Shortest time between two timeout sweeps (seconds): a timeout fires up to this late."""
 CONNECTION_ERROR = -2
 """The connection could not be opened, or closed before a complete answer."""
 ABANDONED = -3
@@ -691,7 +693,9 @@ class Pool:
     # -- timeouts --------------------------------------------------------------------------------
     def _schedule_sweep(self) -> None:
         if not self._closing:
-            self._sweeper = self.clock.call_later(min(0.05, self.timeout / 10), self._sweep)
+            # A tenth of the timeout, between 5 and 50 ms: below 5 ms the sweep alone kept the loop
+            # spinning (uvloop's timers tick in whole milliseconds), whatever the traffic.
+            self._sweeper = self.clock.call_later(min(0.05, max(self.timeout / 10, SWEEP_FLOOR)), self._sweep)
 
     def _sweep(self) -> None:
         deadline = self._now() - self.timeout

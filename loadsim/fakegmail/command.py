@@ -122,7 +122,7 @@ async def run_from_args(
     stop: asyncio.Event | None = None,
     started: Callable[[FakeGmail], None] | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM (or ``stop`` is set), then stop cleanly; returns the exit code.
+    """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop`` is set), then stop cleanly; returns the exit code.
 
     ``started`` is called once the server is listening (tests read the port from it).
     """
@@ -136,7 +136,7 @@ async def run_from_args(
         raise ConfigError.single("--listen", "", f"cannot listen on {args.listen}: {e.strerror or e}") from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)

@@ -17,7 +17,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,8 +32,10 @@ from loadsim.engine.keeper import StateKeeper, StateOptions
 from loadsim.engine.loop import AfterWindow, Engine, RunResult
 from loadsim.logs import get_logger
 from loadsim.net import ListenAddress
+from loadsim.outputs import write_atomically
 from loadsim.plan import RunPlan
 from loadsim.runtime.factory import build, run_clock
+from loadsim.runtime.signals import StopSignals
 from loadsim.sinks.metrics_server import MetricsServer
 from loadsim.sinks.progress import Progress, Reading
 from loadsim.sinks.pushgateway import Pusher, PushTarget
@@ -57,6 +59,8 @@ class RunOptions:
     """Controller policy mode: one JSON line per controller run."""
     controller_prometheus: str | None = None
     """Controller policy mode: the Prometheus its queries go to (None: the in-process evaluator)."""
+    signals: StopSignals | None = None
+    """Stop signals caught since the command started (None: caught from the run's start)."""
 
 
 class ListenError(Exception):
@@ -116,6 +120,9 @@ async def execute(
     exposed = keeper.exposed() if keeper is not None else run.registry
     wall0 = service_clock.now()
     async with contextlib.AsyncExitStack() as stack:
+        # Signals first (so handled until the very end): a stop during the driver's opening or
+        # the first checkpoint is logged and honoured like any other.
+        stack.enter_context((options.signals or StopSignals()).on_loop(_on_signal(engine, log)))
         if decisions is not None:
             stack.callback(decisions.close)
         await stack.enter_async_context(_opened(run.driver))
@@ -139,7 +146,6 @@ async def execute(
         )
         engine.after_window.append(progress.maybe_report)
         stack.callback(progress.close)
-        stack.enter_context(_signals(engine, log))
         expected = round(plan.expected_sends())
         log.info("run.start", duration_seconds=plan.duration, expected_sends=expected, tick=plan.tick)
         result = await _drive(engine, companion)
@@ -201,13 +207,14 @@ async def _opened(driver: Driver) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def _serving(server: MetricsServer, address: ListenAddress, log: Any) -> AsyncIterator[None]:
+    host = f"[{address.host}]" if ":" in address.host else address.host  # an IPv6 literal, as URLs write it
     try:
         await server.start(address)
     except OSError as e:
-        raise ListenError(f"cannot listen on {address.host}:{address.port}: {e.strerror}") from None
+        raise ListenError(f"cannot listen on {host}:{address.port}: {e.strerror}") from None
     if not address.is_loopback:
         log.warning("metrics.listening_beyond_loopback", host=address.host)
-    log.info("metrics.listening", url=f"http://{address.host}:{server.port}/metrics")
+    log.info("metrics.listening", url=f"http://{host}:{server.port}/metrics")
     try:
         yield
     finally:
@@ -234,51 +241,43 @@ async def _keeping(keeper: StateKeeper) -> AsyncIterator[None]:
         await keeper.stop()
 
 
-@contextlib.contextmanager
-def _signals(engine: Engine, log: Any) -> Iterator[None]:
-    """First SIGINT/SIGTERM: stop arrivals and drain. Second: exit at once."""
-    loop = asyncio.get_running_loop()
+def _on_signal(engine: Engine, log: Any) -> Callable[[signal.Signals], None]:
+    """First SIGINT/SIGTERM/SIGHUP: stop arrivals and drain. Second: exit at once."""
 
     def on_signal(sig: signal.Signals) -> None:
         if engine.stop_requested:
             log.warning("run.abort", signal=sig.name)
             os._exit(128 + sig.value)
-        log.info("run.stopping", signal=sig.name, in_flight=engine.driver.in_flight())
+        log.info("run.stopping", signal=sig.name, run_seconds=round(engine.t, 3), in_flight=engine.driver.in_flight())
         engine.request_stop()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal, sig)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+    return on_signal
 
 
 async def _drive(engine: Engine, companion: Companion | None) -> RunResult:
-    """The engine alone, or the engine with a companion that decides when the run ends."""
+    """The engine alone, or the engine with a companion that decides when the run ends.
+
+    The run ends when the companion returns, or when the engine is stopped (a signal) or
+    reaches its end first: then the companion is cancelled, so a stopped drill does not
+    wait out its phases' budgets.
+    """
     if companion is None:
         return await engine.run()
     run = asyncio.create_task(engine.run())
+    side = asyncio.ensure_future(companion(engine, engine.log))
+    stopped = asyncio.ensure_future(engine.wait_stopped())
     try:
-        await companion(engine, engine.log)
+        await asyncio.wait((side, stopped, run), return_when=asyncio.FIRST_COMPLETED)
     finally:
         # Whatever the companion did, the engine drains and the run's counts stay whole.
         engine.request_stop()
+        stopped.cancel()
+        if not side.done():
+            side.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await side
         result = await run
     return result
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 class DecisionLog:

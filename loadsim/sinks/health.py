@@ -31,6 +31,11 @@ class HealthMetrics:
             "Arrivals the schedule expected while loadsim was down (restart from a checkpoint)",
             registry=registry,
         )
+        self.behind = Counter(
+            "loadsim_arrivals_behind",
+            "Arrivals dropped because the machine could not keep up with the schedule (windows too late to sample)",
+            registry=registry,
+        )
         self.in_flight = Gauge("loadsim_sends_in_flight", "Sends started and not yet completed", registry=registry)
         self.target_rate = Gauge("loadsim_target_rate", "Scheduled send rate (per second) now", registry=registry)
         self.run_seconds = Gauge("loadsim_run_seconds", "Run time reached (virtual or wall)", registry=registry)
