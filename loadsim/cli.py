@@ -960,6 +960,10 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
         return None
     problems: list[Problem] = []
     interval = positive_option("--push-interval", args.push_interval, parse_duration, problems) or 10.0
+    for option, value in (("--push-job", args.push_job), ("--push-instance", args.push_instance)):
+        # The grouping key's values: an empty one is refused by the Pushgateway at the first push.
+        if not value or not _header_safe(value):
+            problems.append(Problem(option, "", f"expected a non-empty printable label value, got {value!r}"))
     try:
         target = PushTarget.parse(
             args.pushgateway,

@@ -28,6 +28,27 @@ from loadsim.runtime.factory import build
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test marked ``bad_input`` fails when a traceback shows in anything it captured.
+
+    Bad input must give one line and exit 2 (README), never a traceback: this holds the whole of
+    each such test's captured stdout, stderr and log to it, not only what the test asserts on.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if call.when != "call" or not report.passed or item.get_closest_marker("bad_input") is None:
+        return
+    for name, text in report.sections:
+        if TRACEBACK in text:
+            report.outcome = "failed"
+            report.longrepr = f"a traceback in the captured output ({name}) of a bad-input test:\n{text[-3000:]}"
+            return
+
+
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 Samples = dict[SampleKey, float]
 

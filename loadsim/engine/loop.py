@@ -131,6 +131,8 @@ class Engine:
         """Run time up to which every window has been handed to the driver."""
         self._stop_requested = False
         self._stopped = asyncio.Event()
+        self._stopped_at = float("inf")
+        """Run time at which the stop was asked for (arrivals after it never come due)."""
         self.max_lag = max(MAX_LAG, plan.tick)
         self._behind_since: float | None = None
         """Run time at which the current stretch of dropped windows began (None when on time)."""
@@ -143,6 +145,7 @@ class Engine:
         """Hand over no more windows; what is in flight still drains."""
         if not self._stop_requested:
             self._stop_requested = True
+            self._stopped_at = self.clock.now()
             self._stopped.set()
             self.driver.request_stop()
 
@@ -301,8 +304,8 @@ class Engine:
             if self._stop_requested:
                 if wake < t1:
                     break  # a window handed over before it ends has not begun: it never will
-                # Taken once passed (the simulated driver): what has passed of it happened.
-                t1 = min(t1, self.clock.now())
+                # Taken once passed (the simulated driver): what passed of it before the stop happened.
+                t1 = min(t1, self._stopped_at)
                 if t1 <= t0:
                     break
             self.health.lateness.observe(lateness)
@@ -316,8 +319,8 @@ class Engine:
         self._caught_up(t0)
         run_seconds = min(self.t, duration)
         if self._stop_requested:
-            # Windows are handed to the HTTP driver ahead of time: a stop ends run time now.
-            run_seconds = min(run_seconds, max(self.clock.now(), 0.0))
+            # Windows are handed to the HTTP driver ahead of time: a stop ends run time where it came.
+            run_seconds = max(min(run_seconds, self._stopped_at), 0.0)
         abandoned = await self.drain()
         return RunResult(run_seconds=run_seconds, stopped_early=self._stop_requested, abandoned=abandoned)
 

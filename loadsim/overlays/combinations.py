@@ -25,6 +25,7 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
@@ -49,11 +50,22 @@ def state_problem(state: RunState) -> str | None:
         except ValidationError as e:
             err = e.errors(include_url=False)[0]
             where = ".".join(str(part) for part in (name, *err["loc"]))
-            message = err["msg"].removeprefix("Value error, ")
-            given = err.get("input")
-            shown = "" if isinstance(given, dict | list) or err["type"] == "value_error" else f", got {given!r}"
-            return f"{where}: {message[:1].lower()}{message[1:]}{shown}"
+            return f"{where}: {_message(err)}"
     return None
+
+
+_RELATIONS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _message(err: ErrorDetails) -> str:
+    """One pydantic error in the profile's words (``must be <= 1, got 1.5``)."""
+    kind, given = err["type"], err.get("input")
+    if kind == "value_error":
+        return err["msg"].removeprefix("Value error, ")
+    if kind in _RELATIONS:
+        bound = next(iter((err.get("ctx") or {}).values()), "")
+        return f"must be {_RELATIONS[kind]} {bound:g}, got {given:g}" if isinstance(given, float) else err["msg"]
+    return f"{err['msg'][:1].lower()}{err['msg'][1:]}, got {given!r}"
 
 
 def breaks(overlays: Sequence[Overlay], duration: float) -> list[float]:
