@@ -707,12 +707,23 @@ def _fake_gmail(args: argparse.Namespace) -> int:
 
 def _scale_rules(args: argparse.Namespace) -> int:
     from loadsim.relayconfig import RELAY_CONFIG
-    from loadsim.verify.scaling import write_scaled
+    from loadsim.verify.scaling import scale_rules, write_scaled
 
     files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
     problems = [Problem(str(p), "", "file not found") for p in files if not p.is_file()]
     if not math.isfinite(args.factor) or args.factor <= 0:
         problems.append(Problem("factor", "", f"must be a number > 0, got {args.factor:g}"))
+    else:
+        for path in (p for p in files if p.is_file()):
+            # Scaled once now, so a file that cannot be is refused before any file is written.
+            try:
+                scale_rules(path.read_text(encoding="utf-8"), args.factor)
+            except UnicodeDecodeError:
+                problems.append(Problem(str(path), "", "not UTF-8 text; expected a Prometheus rule file"))
+            except OSError as e:
+                problems.append(Problem(str(path), "", f"cannot read file: {e.strerror}"))
+            except ValueError as e:
+                problems.append(Problem(str(path), "", f"a time in it cannot be scaled: {e}"))
     _check_output_dir(args.out, "out", problems)
     if problems:
         raise ConfigError(problems)

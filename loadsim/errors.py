@@ -31,9 +31,19 @@ class Problem:
     """What was expected, and what was found."""
 
     def __str__(self) -> str:
-        if self.key:
-            return f"{self.source}: {self.key}: {self.message}"
-        return f"{self.source}: {self.message}"
+        text = f"{self.source}: {self.key}: {self.message}" if self.key else f"{self.source}: {self.message}"
+        return one_line(text)
+
+
+def one_line(text: str) -> str:
+    r"""``text`` with every control character escaped (``\r``, ``\x1b``): a problem stays on its one line.
+
+    File names and values are shown as the user gave them, and a name can hold a line break
+    or a terminal escape sequence.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +28,15 @@ from loadsim.profile import parse_profile
 from loadsim.runtime.factory import build
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
+
+# Property-based tests: reproducible by default (the same examples on every run, no example
+# database left behind); HYPOTHESIS_PROFILE=dev explores new ones. Example counts are set per
+# test, modest, so each property runs in a few seconds.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TRACEBACK = "Traceback (most recent call last)"
 
