@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from loadsim import __version__
-from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
+from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem, one_line
 from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
-from loadsim.outputs import directory_problem, file_problem, write_atomically
+from loadsim.outputs import OutputError, directory_problem, file_problem, write_atomically
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
-from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.profile import EMBEDDED_DEFAULT, MAX_IN_FLIGHT, OverlaySpec, Profile, load_profile
 from loadsim.runtime.signals import TRAFFIC_COMMANDS, StopSignals
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import MAX_SECONDS, format_duration, parse_duration, parse_rate
@@ -421,6 +421,9 @@ def _main(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"loadsim: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputError as e:
+        print(f"loadsim: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -941,8 +944,9 @@ def _with_engine_options(args: argparse.Namespace, profile: Profile) -> Profile:
             raise ConfigError.single("--grace", "", str(e)) from None
     max_in_flight = getattr(args, "max_in_flight", None)
     if max_in_flight is not None:
-        if max_in_flight <= 0:
-            raise ConfigError.single("--max-in-flight", "", f"must be > 0, got {max_in_flight}")
+        if not 0 < max_in_flight <= MAX_IN_FLIGHT:
+            why = f"must be > 0 and <= {MAX_IN_FLIGHT:,}, got {max_in_flight}"
+            raise ConfigError.single("--max-in-flight", "", why)
         updates["max_in_flight"] = max_in_flight
     if not updates:
         return profile

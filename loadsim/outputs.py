@@ -9,16 +9,31 @@ says yes to root for ``/proc``, a read-only mount or a full directory table.
 
 Targets that are not regular files (``/dev/null``, ``/dev/stdout``, a pipe someone reads)
 are written in place: renaming a temporary file over them would replace the device node
-with a file, which root is allowed to do.
+with a file, which root is allowed to do. A device is probed by opening it; a pipe only by
+its permission (opening it would hand its reader an end of file).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
+
+
+class OutputError(Exception):
+    """An output that failed as it was written, after the work was done (a full disk, a device refusing).
+
+    The CLI reports it in one line and exits 1: the input was fine, the run happened, and its
+    figures are in the log (``run.summary``) even when the file could not take them.
+    """
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: cannot write it after the work was done ({reason})")
 
 
 def _temporary(path: Path) -> Path:
@@ -37,7 +52,7 @@ def file_problem(path: Path) -> str | None:
     if st is not None and stat.S_ISDIR(st.st_mode):
         return f"{path} is a directory; expected a file path"
     if st is not None and not stat.S_ISREG(st.st_mode):
-        return _open_problem(path)
+        return _open_problem(path, st.st_mode)
     if st is not None and not os.access(path, os.W_OK):
         return f"{path} is not writable"
     parent = path.parent
@@ -60,24 +75,41 @@ def directory_problem(path: Path) -> str | None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half of one.
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half of one."""
+    with open_output(path) as f:
+        f.write(text)
 
-    A target that exists and is not a regular file (a device, a pipe) is written in place.
+
+@contextlib.contextmanager
+def open_output(path: Path) -> Iterator[IO[str]]:
+    """A text file to write ``path`` through: renamed into place, whole, when the block ends without error.
+
+    A target that exists and is not a regular file (a device, a pipe) is written in place:
+    renaming over ``/dev/null`` would replace it, for everyone, when run as root.
     """
     try:
         regular = stat.S_ISREG(path.stat().st_mode)
     except FileNotFoundError:
         regular = True
-    if not regular:
-        with path.open("w", encoding="utf-8") as f:
-            f.write(text)
-        return
+    except OSError as e:
+        raise OutputError(path, e.strerror or type(e).__name__) from None
     tmp = _temporary(path)
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        if not regular:
+            with path.open("w", encoding="utf-8") as f:
+                yield f
+            return
+        with tmp.open("w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except OSError as e:
+        raise OutputError(path, e.strerror or type(e).__name__) from None
+    finally:
+        if regular:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
 
 def _probe_file(probe: Path, what: str) -> str | None:
@@ -91,13 +123,19 @@ def _probe_file(probe: Path, what: str) -> str | None:
     return None
 
 
-def _open_problem(path: Path) -> str | None:
-    """A device or a pipe must open for writing now, without waiting for a reader."""
+def _open_problem(path: Path, mode: int) -> str | None:
+    """A device must open for writing now; a pipe is only checked for permission.
+
+    Opening a pipe to probe it would hand its reader an end of file (``>(jq .)`` would see an
+    empty input and exit), so a pipe is written to at the end, when its reader is there.
+    """
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        if stat.S_ISSOCK(mode):
+            return f"{path} is a socket; expected a file path"
+        return None if os.access(path, os.W_OK) else f"{path} is not writable"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as e:
-        if e.errno == errno.ENXIO:
-            return f"{path} is a pipe or socket that nothing reads; expected a file path"
         return f"cannot write to {path} ({e.strerror})"
     os.close(fd)
     return None

@@ -450,10 +450,10 @@ class TestOutputsProbedBeforeTheRun:
         assert directory_problem(tmp_path / "f" / "sub") == expected
         assert directory_problem(Path("/proc/x")) is not None
 
-    def test_a_pipe_is_written_in_place_and_a_pipe_nobody_reads_is_refused(self, tmp_path) -> None:
+    def test_a_pipe_is_probed_without_opening_it_and_written_in_place(self, tmp_path) -> None:
         fifo = tmp_path / "fifo"
         os.mkfifo(fifo)
-        assert file_problem(fifo) == f"{fifo} is a pipe or socket that nothing reads; expected a file path"
+        assert file_problem(fifo) is None  # opening it would hand a waiting reader an end of file
         got: list[str] = []
         reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
         reader.start()
@@ -461,6 +461,25 @@ class TestOutputsProbedBeforeTheRun:
         reader.join(5)
         assert got == ["summary\n"]
         assert stat.S_ISFIFO(fifo.stat().st_mode), "still a pipe: nothing was renamed over it"
+
+    def test_an_output_that_fails_after_the_run_is_one_line_and_exit_1(self, capsys) -> None:
+        """/dev/full opens (the probe passes) and refuses the bytes: the run happened, its file did not."""
+        code, err, out = run_main(capsys, "run", "--virtual", "--duration", "10s", "--summary-json", "/dev/full")
+        assert code == 1
+        assert err == ["loadsim: /dev/full: cannot write it after the work was done (No space left on device)"]
+        assert '"event": "run.summary"' in out  # the figures are in the log all the same
+
+    def test_a_backfill_into_a_pipe_writes_through_it_never_renames_over_it(self, tmp_path, capsys) -> None:
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        got: list[str] = []
+        reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+        reader.start()
+        code, err, _ = run_main(capsys, "backfill", "--duration", "10m", "--out", str(fifo))
+        reader.join(10)
+        assert (code, err) == (0, [])
+        assert got[0].endswith("# EOF\n")
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 class TestSmallerThings:
