@@ -335,12 +335,23 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
         target=args.target,
         template=template,
         timeout=timeout or 30.0,
-        max_in_flight=plan.engine.max_in_flight,
+        max_in_flight=_http_in_flight(plan),
         connections=connections,
         token=token,
         ca_file=ca_file,
         fault_control=fault_control,
     )
+
+
+HTTP_IN_FLIGHT = 100_000
+"""The HTTP driver's in-flight cap unless ``--max-in-flight`` or the profile's ``engine.max_in_flight``
+names one: a request in flight holds a few hundred bytes and a connection's queue slot, so the
+simulated driver's 10,000,000 would be gigabytes against a target that stops answering."""
+
+
+def _http_in_flight(plan: RunPlan) -> int:
+    explicit = "max_in_flight" in plan.engine.model_fields_set
+    return plan.engine.max_in_flight if explicit else min(plan.engine.max_in_flight, HTTP_IN_FLIGHT)
 
 
 def _control_url(args: argparse.Namespace, option: str, url: str, problems: list[Problem]) -> str | None:

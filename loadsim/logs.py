@@ -72,6 +72,8 @@ class _OneLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         log = get_logger(component=self.component)
         exc = record.exc_info[1] if record.exc_info else None
+        # Rendered here in one line: no handler after this one (a user's, a test runner's) prints the traceback.
+        record.exc_info, record.exc_text = None, None
         remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if exc is None:
             log.info("http.server", message=record.getMessage())

@@ -86,6 +86,7 @@ class Counting:
     """A driver that only counts what it is handed (the engine's side of overload, without sampling)."""
 
     noun = "sends"
+    max_batch = 1 << 20
 
     def __init__(self) -> None:
         self.sizes: list[int] = []

@@ -37,10 +37,11 @@ from loadsim.plan import RunPlan
 from loadsim.sinks.health import HealthMetrics
 
 MAX_BATCH = 1 << 20
-"""Most arrivals handed to the driver in one call (expected count): a window expecting more is
-split into equal pieces, with a yield to the event loop between two, so memory stays bounded
-(about 100 bytes per simulated send while it is sampled: 100 MB a piece) and signals, ``/healthz``
-and ``/metrics`` are served within one piece's work (about 0.1 s at 10 M sends/s) at any rate."""
+"""Most arrivals handed to a driver in one call (expected count), or its own ``max_batch`` if lower:
+a window expecting more is split into equal pieces, with a yield to the event loop between two,
+so memory stays bounded (about 100 bytes per simulated send while it is sampled: 100 MB a piece)
+and signals, ``/healthz`` and ``/metrics`` are served within one piece's work (about 0.1 s at
+10 M sends/s) at any rate."""
 MAX_LAG = 1.0
 """How far (seconds, at least one tick) the wall clock may run ahead of the windows handed over.
 
@@ -262,10 +263,7 @@ class Engine:
         counts = self.driver.window(Window(t0, t1, starts, state, active))
         self._account(counts, t1)
 
-    def _account(self, counts: Counts, t1: float, behind: int = 0) -> None:
-        if behind:
-            self.counts.scheduled += behind
-            self.health.scheduled.inc(behind)
+    def _account(self, counts: Counts, t1: float) -> None:
         self._add(counts)
         self.health.run_seconds.set(t1)
         self.t = max(self.t, t1)
@@ -276,9 +274,13 @@ class Engine:
         # An arrival is scheduled once its time has come: then the driver started it or dropped it.
         # (The HTTP driver is handed windows ahead of time; what a stop withdraws never came due.)
         c, h = self.counts, self.health
-        due = counts.started + counts.dropped
+        due = counts.started + counts.dropped + counts.behind
         c.scheduled += due
         h.scheduled.inc(due)
+        if counts.behind:
+            self._warn_behind(self.t, None, counts.behind)  # the driver's own (requests due too long ago)
+            c.behind += counts.behind
+            h.behind.inc(counts.behind)
         c.started += counts.started
         c.dropped += counts.dropped
         c.completed += counts.completed
@@ -341,7 +343,7 @@ class Engine:
     async def _advance(self, t0: float, t1: float) -> None:
         """Hand ``[t0, t1)`` over in pieces of at most :data:`MAX_BATCH` expected arrivals, yielding between."""
         # Overlays only ever scale arrivals down (traffic-drop), so the schedule alone bounds a piece.
-        pieces = max(1, math.ceil(self.plan.schedule.expected(t0, t1) / MAX_BATCH))
+        pieces = max(1, math.ceil(self.plan.schedule.expected(t0, t1) / min(MAX_BATCH, self.driver.max_batch)))
         if pieces == 1:
             self.step(t0, t1)
             return
@@ -367,21 +369,24 @@ class Engine:
             self._behind_since = t0
             self._behind_dropped = 0
         self._behind_dropped += n
-        self.counts.behind += n
-        self.health.behind.inc(n)
+        self._warn_behind(t0, self.clock.now() - t1, n)
         counts = self.driver.window(Window(t0, t1, _NO_ARRIVALS, state, active))
-        self._account(counts, t1, behind=n)
-        if self.log is not None and (self._warned_at is None or t0 - self._warned_at >= BEHIND_WARN_EVERY):
-            self._warned_at = t0
-            self.log.warning(
-                "engine.behind",
-                run_seconds=round(t0, 3),
-                lag_seconds=round(self.clock.now() - t1, 3),
-                max_lag_seconds=self.max_lag,
-                dropped_behind=self.counts.behind,
-                note="the machine cannot keep up with the schedule: arrivals of windows this late are "
-                "dropped and counted (loadsim_arrivals_behind_total), never queued",
-            )
+        self._account(replace(counts, behind=counts.behind + n), t1)
+
+    def _warn_behind(self, t: float, lag: float | None, dropping: int) -> None:
+        """Say that arrivals are dropped because the machine is behind: at first, then once a minute at most."""
+        if self.log is None or (self._warned_at is not None and t - self._warned_at < BEHIND_WARN_EVERY):
+            return
+        self._warned_at = t
+        self.log.warning(
+            "engine.behind",
+            run_seconds=round(t, 3),
+            lag_seconds=None if lag is None else round(lag, 3),
+            max_lag_seconds=self.max_lag,
+            dropped_behind=self.counts.behind + dropping,
+            note="the machine cannot keep up with the schedule: arrivals this late are dropped and counted "
+            "(loadsim_arrivals_behind_total), never queued",
+        )
 
     def _caught_up(self, t: float) -> None:
         """End a stretch of dropped windows (logged at debug level: an overloaded run has many)."""
