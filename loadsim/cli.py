@@ -24,6 +24,9 @@ from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.sensitivity.command import HELP as SENSITIVITY_HELP
+from loadsim.sensitivity.command import add_arguments as sensitivity_arguments
+from loadsim.sensitivity.command import main as sensitivity_main
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import format_duration, parse_duration, parse_rate
 
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _backfill_args(sub)
     _rollout_args(sub)
+    sensitivity_arguments(sub.add_parser("sensitivity", help=SENSITIVITY_HELP))
     _report_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
@@ -382,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "verify": _verify,
         "rollout": _rollout,
+        "sensitivity": sensitivity_main,
         "backfill": _backfill,
         "report": _report,
         "drill": _drill,

@@ -1,0 +1,200 @@
+"""loadsim sensitivity: a small sweep on a real (in-process) Dask cluster, its statistics, and its refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from pathlib import Path
+
+import pytest
+
+from loadsim.cli import build_parser, main
+from loadsim.overlays.scenarios import ERR_CRIT, ERR_WARN, LAT_CRIT, SANITIZATION, VALIDATION
+from loadsim.sensitivity import command, render, stats
+from loadsim.sensitivity.knobs import KNOBS
+from loadsim.sensitivity.rules import load
+from loadsim.sensitivity.sweep import Report, healthy_state
+
+# The five alerts the issue names, each swept from below its threshold to its scenario's design.
+SMALL = [
+    "--alert", ERR_WARN, "--alert", ERR_CRIT, "--alert", LAT_CRIT, "--alert", VALIDATION, "--alert", SANITIZATION,
+    "--intensity", f"{ERR_WARN}=0.005,0.01,0.015,0.02,0.06",
+    "--intensity", f"{LAT_CRIT}=1.0,2.0,3.6",
+    "--intensity", f"{VALIDATION}=0.005,0.02,0.15",
+    "--intensity", f"{SANITIZATION}=20,45,80",
+    "--rate", "5/s", "--runs", "30", "--batch", "15", "--deadline", "30m",
+    "--background-runs", "1", "--background-hours", "48", "--workers", "1", "--progress", "off",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small() -> Report:
+    """About 500 runs and 48 h of background at 5/s, on one in-process Dask worker (no process start-up)."""
+    options = command.check(build_parser().parse_args(["sensitivity", *SMALL]))
+    return command.run(options, processes=False)
+
+
+def curve_of(report: Report, alert: str):  # noqa: ANN201
+    (a,) = [a for a in report.alerts if a.knob.alert == alert]
+    (curve,) = a.curves
+    return curve
+
+
+class TestSmallSweep:
+    def test_every_run_was_made_through_dask(self, small: Report) -> None:
+        # 4 axes: error ratio (5 points, shared by warning and critical), latency, validation,
+        # sanitization (3 points each), 30 runs per point, plus one background run.
+        assert small.runs == (5 + 3 + 3 + 3) * 30 + 1
+        assert small.tasks == (5 + 3 + 3 + 3) * 2 + 1
+        assert small.workers == 1
+
+    @pytest.mark.parametrize("alert", [ERR_WARN, ERR_CRIT, LAT_CRIT, VALIDATION, SANITIZATION])
+    def test_detection_is_monotonic_in_intensity_within_its_interval(self, small: Report, alert: str) -> None:
+        points = [p.detection for p in curve_of(small, alert).points]
+        assert stats.monotone_within(points) == []
+        # and it rises: nothing below the threshold, everything at the design
+        assert points[0].p < 0.5 < points[-1].p
+
+    @pytest.mark.parametrize("alert", [ERR_WARN, ERR_CRIT, LAT_CRIT, VALIDATION, SANITIZATION])
+    def test_the_designed_intensity_fires_the_intended_alert(self, small: Report, alert: str) -> None:
+        knob = KNOBS[alert]
+        (at_design,) = [p for p in curve_of(small, alert).points if p.intensity == knob.designed]
+        # 30 of 30 runs at p >= 0.95 happens with probability >= 0.95^30 = 21%: one miss is
+        # allowed (29/30 = 0.967), which p = 0.95 would give in 55% of sweeps; two would be 0.933.
+        assert at_design.detection.p >= 0.95
+        # no fault of any size beats the rule's for: plus one evaluation
+        hold = load(list(knob.rules)).alerts()[alert].hold
+        assert at_design.ttd_min is not None
+        assert at_design.ttd_min >= hold
+
+    @pytest.mark.parametrize("alert", [ERR_WARN, ERR_CRIT, LAT_CRIT, VALIDATION, SANITIZATION])
+    def test_healthy_background_at_5_per_second_raises_no_false_alarm_in_48h(self, small: Report, alert: str) -> None:
+        alarms = curve_of(small, alert).false_alarms
+        assert alarms is not None
+        assert alarms.days == pytest.approx(2.0)
+        assert alarms.events == 0
+        assert curve_of(small, alert).firing_share == 0.0
+
+    def test_the_90_percent_intensity_lies_between_threshold_and_design(self, small: Report) -> None:
+        curve = curve_of(small, ERR_WARN)
+        reach = curve.reach90
+        assert reach.estimate is not None
+        assert curve.threshold is not None
+        assert curve.threshold < reach.estimate <= KNOBS[ERR_WARN].designed
+        assert reach.low is not None
+        assert reach.low <= reach.estimate
+
+    def test_json_and_plots(self, small: Report, tmp_path: Path) -> None:
+        from loadsim.sensitivity import plot
+
+        doc = json.loads(json.dumps(render.document(small)))
+        warn = next(a for a in doc["alerts"] if a["alert"] == ERR_WARN)
+        assert warn["rates"][0]["points"][-1]["runs"] == 30
+        assert len(warn["rates"][0]["points"][-1]["wilson95"]) == 2
+        written = plot.write(small, "\n".join(render.table(small)), render.summary(small), tmp_path)
+        assert {p.name for p in written} == {f"{a}.svg" for a in small.spec.alerts} | {"sensitivity.html"}
+        page = (tmp_path / "sensitivity.html").read_text()
+        assert page.count("<svg") == 5
+        for fetch in ("<script", "<link", 'href="http', 'src="http', "url(http"):  # nothing fetched when opened
+            assert fetch not in page
+
+
+class TestStatistics:
+    def test_wilson_and_exact_intervals(self) -> None:
+        p = stats.proportion(190, 200)
+        assert (p.low, p.high) == pytest.approx((0.9104, 0.9726), abs=1e-4)  # Wilson's score interval
+        zero = stats.proportion(0, 200)
+        assert zero.exact_low == 0.0
+        assert zero.exact_high == pytest.approx(0.01828, abs=1e-4)  # Clopper-Pearson: 1 - 0.025^(1/200)
+
+    def test_censored_quantiles(self) -> None:
+        times = [600.0, 630.0, None, 660.0]
+        assert stats.censored_quantile(times, 0.5) == 630.0
+        assert stats.censored_quantile(times, 0.9) is None  # a quarter were never caught
+
+    def test_poisson_rate_with_no_events(self) -> None:
+        r = stats.poisson_rate(0, 2.0)
+        assert r.per_day == 0.0
+        assert r.high == pytest.approx(-math.log(0.025) / 2.0, rel=1e-6)
+
+    def test_crossing(self) -> None:
+        points = [stats.proportion(k, 100) for k in (0, 50, 100)]
+        c = stats.crossing([1.0, 2.0, 3.0], points)
+        assert c.estimate == pytest.approx(2.8)
+        assert c.low is not None
+        assert c.high is not None
+        assert c.low < c.estimate < c.high <= 3.0
+
+    def test_a_drop_beyond_the_intervals_is_reported(self) -> None:
+        points = [stats.proportion(k, 100) for k in (10, 90, 40)]
+        assert stats.monotone_within(points) == [2]
+
+
+class TestKnobs:
+    @pytest.mark.parametrize("alert", list(KNOBS))
+    def test_the_threshold_is_the_rule_files(self, alert: str) -> None:
+        knob = KNOBS[alert]
+        rule = load(list(knob.rules)).alerts()[alert]
+        if knob.threshold is None:
+            return
+        texts = [rule.text] + [r.text for r in load(list(knob.rules)).closure([alert]).rules()]
+        assert any(f"> {knob.threshold:g}" in t or f"> {knob.threshold}" in t for t in texts)
+
+    def test_absolute_rate_alerts_fire_on_healthy_traffic_above_a_rate(self) -> None:
+        sanitization, validation = KNOBS[SANITIZATION], KNOBS[VALIDATION]
+        # at 5/s a burst must add about 42 changes/s; from about 31 sends/s none is needed
+        assert sanitization.threshold_at(healthy_state(5.0)) == pytest.approx(42.0, abs=0.5)
+        assert sanitization.threshold_at(healthy_state(40.0)) == sanitization.axis.low
+        assert validation.threshold_at(healthy_state(200.0)) == validation.axis.low
+
+
+class TestRefusals:
+    def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+        code = main(["sensitivity", *args, "--runs", "1", "--progress", "off"])
+        err = capsys.readouterr().err
+        return code, err
+
+    def test_unknown_alert(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, err = self.run(capsys, "--alert", "NoSuchAlert")
+        assert code == 2
+        assert err.startswith("loadsim: --alert: unknown alert 'NoSuchAlert'; one of: GmailSendHighErrorRateWarning")
+        assert "Traceback" not in err
+
+    def test_an_alert_with_no_intensity(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, err = self.run(capsys, "--alert", "RolloutControllerStalled")
+        assert code == 2
+        assert "unknown alert 'RolloutControllerStalled'" in err
+
+    def test_intensity_outside_the_valid_range(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, err = self.run(capsys, "--alert", ERR_WARN, "--intensity", f"{ERR_WARN}=0.02,0.7")
+        assert code == 2
+        assert err == (
+            f"loadsim: --intensity: {ERR_WARN}: 0.7 is outside the valid range of error-rate-warn's ratio "
+            "(error ratio): (0, 0.5]\n"
+        )
+
+    def test_unreachable_scheduler(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(command, "CONNECT_TIMEOUT", 1.0)
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        code, err = self.run(capsys, "--scheduler", f"tcp://127.0.0.1:{port}")
+        assert code == 2
+        assert err.startswith(f"loadsim: --scheduler: no Dask scheduler answered at tcp://127.0.0.1:{port}")
+        assert err.count("\n") == 1
+
+    def test_non_loopback_scheduler_needs_allowing(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, err = self.run(capsys, "--scheduler", "tcp://192.0.2.10:8786")
+        assert code == 2
+        assert "192.0.2.10 is not on loopback; allow it with --allow-host 192.0.2.10" in err
+
+    def test_every_problem_at_once(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, err = self.run(capsys, "--rate", "0/s", "--deadline", "10s", "--scheduler", "x", "--workers", "2")
+        assert code == 2
+        assert [line.split(":")[1].strip() for line in err.splitlines()] == [
+            "--rate",
+            "--deadline",
+            "--workers",
+            "--scheduler",
+        ]
