@@ -27,9 +27,9 @@ from loadsim.profile import parse_profile
 from loadsim.relayconfig import ALERTS, ALERTS_V2, RECORDING_RULES
 from loadsim.sensitivity import evaluate, rules
 from loadsim.sensitivity.evaluate import UnsupportedError
-from loadsim.sensitivity.series import EXTRA_LABELS, Labels, Store, dense, milliseconds
 from loadsim.sensitivity.runs import record
-from loadsim.verify.promtool import PromtoolCase, encode_values
+from loadsim.sensitivity.series import EXTRA_LABELS, Labels, Store, dense, milliseconds
+from loadsim.verify.promtool import PromtoolCase
 
 V1 = [RECORDING_RULES, ALERTS]
 V2 = [RECORDING_RULES, ALERTS_V2]
@@ -163,7 +163,7 @@ def evaluator_firing(series: Series, files: list[Path]) -> tuple[dict[str, dict[
 
 
 GAP = {"scenario": "metrics-missing", "start": 1650.0, "duration": 300.0}
-"""Scrapes fail for 5 minutes (a whole rate window) while the error alerts fire: stale markers, windows refilling, alerts again."""
+"""Scrapes fail for 5 minutes (a whole rate window) while the error alerts fire: stale markers, then again."""
 
 
 def gap() -> Series:

@@ -34,7 +34,13 @@ ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The subcommand's options."""
-    p.add_argument("--alert", action="append", default=[], metavar="NAME", help="alert to measure (repeat; default 5)")
+    p.add_argument(
+        "--alert",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="alert to measure (repeat; default: the error, latency, validation and sanitization alerts)",
+    )
     p.add_argument(
         "--intensity",
         action="append",
@@ -43,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="intensities to sweep for ALERT's scenario (default: its axis's grid)",
     )
     p.add_argument("--rate", default="5/s,50/s", help="background rates, comma-separated (default 5/s,50/s)")
-    p.add_argument("--runs", type=int, default=200, help="virtual runs per point (default 200)")
+    p.add_argument("--runs", type=int, default=200, help="virtual runs per point (default 200; 0: background only)")
     p.add_argument("--deadline", default="30m", help="detection deadline after the fault starts (default 30m)")
     p.add_argument("--background-hours", type=float, default=48.0, help="length of each background run (default 48)")
     p.add_argument("--background-runs", type=int, default=2, help="background runs per rate (default 2; 0: none)")
@@ -133,13 +139,17 @@ def _alerts(args: argparse.Namespace, problems: list[Problem]) -> tuple[tuple[st
 
 def _counts(args: argparse.Namespace, problems: list[Problem]) -> None:
     for option, value, low in (
-        ("--runs", args.runs, 1),
+        ("--runs", args.runs, 0),
         ("--batch", args.batch, 1),
         ("--background-runs", args.background_runs, 0),
         ("--seed", args.seed, 0),
     ):
         if value < low:
             problems.append(Problem(option, "", f"must be >= {low}, got {value}"))
+    if args.runs == 0 and args.background_runs == 0:
+        problems.append(Problem("--runs", "", "and --background-runs are both 0: nothing to run"))
+    if args.runs == 0 and args.intensity:
+        problems.append(Problem("--intensity", "", "goes with --runs > 0 (no fault is swept with --runs 0)"))
     if args.background_runs and not 1 <= args.background_hours <= 24 * 30:
         problems.append(Problem("--background-hours", "", f"must be in [1, 720], got {args.background_hours:g}"))
 

@@ -164,7 +164,7 @@ ERROR_RATIO = Axis(
     "",
     0.0,
     0.5,
-    (0.005, 0.0075, 0.01, 0.0125, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08),
+    (0.005, 0.0075, 0.01, 0.011, 0.0125, 0.014, 0.015, 0.0175, 0.02, 0.03, 0.04, 0.05, 0.055, 0.06, 0.07, 0.08),
     level=error_ratio,
 )
 LATENCY_P95 = Axis(
@@ -174,7 +174,7 @@ LATENCY_P95 = Axis(
     "s",
     0.0,
     60.0,
-    (0.3, 0.4, 0.5, 0.6, 0.85, 1.2, 1.6, 2.0, 2.5, 3.0, 3.6),
+    (0.3, 0.4, 0.45, 0.5, 0.6, 0.85, 1.2, 1.3, 1.4, 1.5, 1.6, 2.0, 2.5, 3.6),
     level=p95,
     tied={"p50": 0.5},
 )
@@ -185,7 +185,7 @@ VALIDATION_SHARE = Axis(
     "",
     0.0,
     0.5,
-    (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.05, 0.15),
+    (0.0005, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.05, 0.15),
     level=structured_per_second,
 )
 SANITIZATION_RATE = Axis(
@@ -195,7 +195,7 @@ SANITIZATION_RATE = Axis(
     "/s",
     0.0,
     10_000.0,
-    (10.0, 20.0, 30.0, 35.0, 40.0, 45.0, 50.0, 60.0, 80.0),
+    (10.0, 20.0, 30.0, 35.0, 40.0, 42.0, 44.0, 45.0, 50.0, 60.0, 80.0),
     level=sanitization_per_second,
 )
 MIME_MAGNITUDE = Axis("mime-slow magnitude", "mime-slow", "magnitude", "", 0.0, 1.0, (0.2, 0.4, 0.6, 0.8, 0.9, 1.0))
@@ -216,4 +216,5 @@ KNOBS: dict[str, Knob] = {
 }
 """Every alert the sweep can measure. The controller and metrics-missing alerts have no intensity to sweep."""
 
-DEFAULT_ALERTS = (ERR_WARN, ERR_CRIT, LAT_CRIT, VALIDATION, SANITIZATION)
+DEFAULT_ALERTS = (ERR_WARN, ERR_CRIT, LAT_WARN, LAT_CRIT, VALIDATION, SANITIZATION)
+"""The five the issue names, and the latency warning (it shares the latency runs, so it costs nothing)."""

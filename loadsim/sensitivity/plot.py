@@ -80,11 +80,7 @@ def figure(report: AlertReport, deadline: float) -> str:
     right.set_ylabel("minutes to firing", fontsize=8)
     right.set_title("time to detect (p50 solid, p90 dashed)", fontsize=9, loc="left")
     right.legend(fontsize=6, loc="upper right", ncol=2)
-    fig.tight_layout()
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})  # the same sweep, the same file
-    text = buf.getvalue()
-    return text[text.index("<svg") :]
+    return _svg(fig)
 
 
 PAGE = """<!DOCTYPE html>
@@ -105,17 +101,52 @@ pre { font-size: 12px; overflow-x: auto; } .plot svg { width: 100%; height: auto
 """
 
 
+def false_alarms(report: Report) -> str:
+    """Background alone: false alarms per day and the share of time firing, against the rate, per alert."""
+    fig = Figure(figsize=(10, 3.4), dpi=96)
+    left, right = fig.subplots(1, 2, sharex=True)
+    for i, alert in enumerate(report.alerts):
+        colour = COLOURS[i % len(COLOURS)]
+        curves = [c for c in alert.curves if c.false_alarms is not None]
+        rates = [c.rate for c in curves]
+        left.plot(rates, [c.false_alarms.per_day for c in curves if c.false_alarms], "o-", color=colour, ms=3,
+                  label=alert.knob.alert)  # fmt: skip
+        right.plot(rates, [100 * (c.firing_share or 0.0) for c in curves], "o-", color=colour, ms=3)
+    for ax, label in ((left, "false alarms per day"), (right, "% of the time firing")):
+        ax.set_xscale("log")
+        ax.set_xlabel("background rate (sends/s)", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    left.set_title("healthy traffic alone: false alarms", fontsize=9, loc="left")
+    right.set_title("healthy traffic alone: time firing", fontsize=9, loc="left")
+    left.legend(fontsize=6, loc="upper left")
+    return _svg(fig)
+
+
+def _svg(fig: Figure) -> str:
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})  # the same sweep, the same file
+    text = buf.getvalue()
+    return text[text.index("<svg") :]
+
+
 def write(report: Report, table: str, summary: str, out: Path) -> list[Path]:
-    """One SVG per alert and ``sensitivity.html`` into ``out``; returns the paths written."""
+    """One SVG per alert (or one of false alarms when only background ran) and ``sensitivity.html``."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     plots: list[tuple[str, str]] = []
-    for alert in report.alerts:
-        svg = figure(alert, report.spec.deadline)
-        path = out / f"{alert.knob.alert}.svg"
+    figures = (
+        [(a.knob.alert, figure(a, report.spec.deadline)) for a in report.alerts]
+        if report.spec.runs
+        else [("false-alarms", false_alarms(report))]
+    )
+    for name, svg in figures:
+        path = out / f"{name}.svg"
         path.write_text(svg, encoding="utf-8")
         written.append(path)
-        plots.append((alert.knob.alert, svg))
+        plots.append((name, svg))
     page = Environment(autoescape=True).from_string(PAGE).render(summary=summary, table=table, plots=plots)
     html = out / "sensitivity.html"
     html.write_text(page, encoding="utf-8")

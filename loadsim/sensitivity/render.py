@@ -24,8 +24,9 @@ def _reach(c: stats.Crossing, unit: str) -> str:
         return "not reached in the swept range"
     if c.below_grid:
         return f"{_num(c.estimate, unit)} or below (the lowest intensity swept)"
-    high = "beyond the range" if c.high is None else _num(c.high, unit)
-    return f"{_num(c.estimate, unit)} (95% CI {_num(c.low, unit)}–{high})"
+    low = "below the range" if c.low is None else f"above {_num(c.low, unit)}"
+    high = "beyond the range" if c.high is None else f"at most {_num(c.high, unit)}"
+    return f"about {_num(c.estimate, unit)} (95%: {low}, {high})"
 
 
 def _alarms(rate: stats.Rate | None, share: float | None) -> str:
@@ -46,11 +47,12 @@ def table(report: Report) -> list[str]:
         k = a.knob
         unit = k.axis.unit and f" {k.axis.unit}"
         threshold = "none" if k.threshold is None else f"{k.threshold:g} (rule units)"
-        lines.append(
-            f"{k.alert} — {k.axis.name}{unit}: designed {k.designed:g}, rule threshold {threshold}, "
-            f"lead-in {a.lead / 60:g}m, deadline {deadline / 60:g}m"
-        )
-        lines.append(f"  {'rate':>6} {'intensity':>10} {'detected':>9} {'P':>5} {'95% CI':>11} {'p50':>7} {'p90':>7}")
+        timing = f"lead-in {a.lead / 60:g}m, deadline {deadline / 60:g}m" if report.spec.runs else "background only"
+        lines.append(f"{k.alert} — {k.axis.name}{unit}: designed {k.designed:g}, rule threshold {threshold}, {timing}")
+        if report.spec.runs:
+            lines.append(
+                f"  {'rate':>6} {'intensity':>10} {'detected':>9} {'P':>5} {'95% CI':>11} {'p50':>7} {'p90':>7}"
+            )
         for c in a.curves:
             for p in c.points:
                 d = p.detection
@@ -70,10 +72,10 @@ def _curve_summary(c: Curve, a: AlertReport) -> list[str]:
     threshold = _num(c.threshold, unit) if c.threshold is not None else "—"
     if c.threshold is not None and c.threshold <= a.knob.axis.low:
         threshold = "healthy traffic alone is above it"
-    return [
-        f"  {c.rate:>4g}/s: 90% detection at {_reach(c.reach90, unit)}; threshold at this rate {threshold}",
-        f"  {c.rate:>4g}/s: false alarms {_alarms(c.false_alarms, c.firing_share)}",
-    ]
+    alarms = f"  {c.rate:>4g}/s: false alarms {_alarms(c.false_alarms, c.firing_share)}"
+    if not c.points:
+        return [f"{alarms}; threshold in {a.knob.axis.name} at this rate {threshold}"]
+    return [f"  {c.rate:>4g}/s: 90% detection at {_reach(c.reach90, unit)}; threshold at this rate {threshold}", alarms]
 
 
 def summary(report: Report) -> str:

@@ -86,29 +86,36 @@ def poisson_rate(events: int, days: float, confidence: float = CONFIDENCE) -> Ra
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """Where a detection curve reaches a level: the estimate and the interval the bands give."""
+    """Where a detection curve reaches a level: an estimate, and the grid points that bracket it."""
 
     estimate: float | None
+    """Linear interpolation of the observed proportions between the two points around the level."""
     low: float | None
-    """Where the upper confidence band reaches the level (the intensity can be no lower, at this confidence)."""
+    """The highest intensity swept whose whole interval lies below the level (None: none does)."""
     high: float | None
-    """Where the lower band reaches it (None: not inside the swept range)."""
+    """The lowest intensity swept whose whole interval lies at or above the level (None: none does)."""
     below_grid: bool = False
     """The curve is already at the level at the lowest intensity swept."""
 
 
 def crossing(xs: Sequence[float], points: Sequence[Proportion], level: float = 0.9) -> Crossing:
-    """The intensity at which detection reaches ``level``: first crossing, linear between grid points.
+    """The intensity at which detection reaches ``level``, with a confidence interval.
 
-    The estimate follows the observed proportions, the interval the Wilson bands: the
-    upper band reaches the level first (no lower intensity is consistent with the data),
-    the lower band last.
+    The interval is read off the grid, not interpolated: below ``low`` every point's
+    interval lies under the level and from ``high`` on every point's lies above it, so
+    (for a curve that rises with intensity) the level is crossed in ``(low, high]`` with
+    at least the intervals' confidence. Interpolating the bands instead would assume the
+    curve is linear between grid points, which a detection curve (a step blurred by noise)
+    is not; a finer ``--intensity`` grid narrows this interval honestly.
     """
-    est = _first_crossing(xs, [p.p for p in points], level)
+    below = [x for x, p in zip(xs, points, strict=True) if p.high < level]
+    above = [x for x, p in zip(xs, points, strict=True) if p.low >= level]
+    last_below = max(below) if below else None
+    first_above = min((x for x in above if last_below is None or x > last_below), default=None)
     return Crossing(
-        estimate=est,
-        low=_first_crossing(xs, [p.high for p in points], level),
-        high=_first_crossing(xs, [p.low for p in points], level),
+        estimate=_first_crossing(xs, [p.p for p in points], level),
+        low=last_below,
+        high=first_above,
         below_grid=bool(points) and points[0].p >= level,
     )
 

@@ -33,7 +33,7 @@ class Spec:
     """Intensities per axis (by scenario name), ascending."""
     rates: tuple[float, ...]
     runs: int
-    """Runs per point (alert axis x intensity x rate)."""
+    """Runs per point (alert axis x intensity x rate); 0: background runs only."""
     deadline: float
     background_hours: float = 48.0
     background_runs: int = 1
@@ -201,7 +201,7 @@ def _curve(  # noqa: PLR0917 - the sweep's tallies, each passed once
 ) -> Curve:
     fired, firing, exposure = background
     points = []
-    for x in grid:
+    for x in grid if spec.runs else ():
         runs = detect.get((knob.alert, rate, x), [])
         times = [t for t, _ in runs]
         caught = [t for t in times if t is not None]
@@ -223,7 +223,7 @@ def _curve(  # noqa: PLR0917 - the sweep's tallies, each passed once
         rate,
         knob.threshold_at(base),
         tuple(points),
-        stats.crossing(grid, [p.detection for p in points]),
+        stats.crossing([p.intensity for p in points], [p.detection for p in points]),
         alarms,
         share,
     )
