@@ -112,8 +112,11 @@ def false_alarms(report: Report) -> str:
         left.plot(rates, [c.false_alarms.per_day for c in curves if c.false_alarms], "o-", color=colour, ms=3,
                   label=alert.knob.alert)  # fmt: skip
         right.plot(rates, [100 * (c.firing_share or 0.0) for c in curves], "o-", color=colour, ms=3)
+    rates = sorted({c.rate for a in report.alerts for c in a.curves})
     for ax, label in ((left, "false alarms per day"), (right, "% of the time firing")):
         ax.set_xscale("log")
+        ax.set_xticks(rates, [f"{r:g}" for r in rates], rotation=60)
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("background rate (sends/s)", fontsize=8)
         ax.set_ylabel(label, fontsize=8)
         ax.tick_params(labelsize=7)
