@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import ssl
@@ -20,10 +21,12 @@ from urllib.parse import urlsplit
 
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
+from loadsim.files import KIB, InputFileError, read_text
 from loadsim.logs import LEVELS, configure
-from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
+from loadsim.net import DEFAULT_LISTEN, LOOPBACK_ONLY, ListenAddress, Reach, is_loopback, split_userinfo
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.redaction import redacted_output, remember, remember_in
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import format_duration, parse_duration, parse_rate
 
@@ -32,6 +35,10 @@ if TYPE_CHECKING:
     from loadsim.engine.keeper import StateOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
+TOKEN_LIMIT = 64 * KIB
+"""Largest token file read: a bearer token is a few hundred bytes, a JWT a few KiB."""
+URL_ENVIRONMENT = ("PUSHGATEWAY_URL",)
+"""Environment variables that give URLs (option defaults): their credentials are masked too."""
 T = TypeVar("T")
 
 
@@ -289,25 +296,34 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
     if args.target is None:
         problems.append(Problem("--target", "", "--driver http needs --target URL"))
         return None
+    try:
+        target, user, password = split_userinfo(args.target)
+    except ValueError:
+        problems.append(Problem("--target", "", f"expected a URL such as http://127.0.0.1:9480, got {args.target!r}"))
+        return None
     max_rate = None
     if args.max_rate is not None:
         max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
     timeout = positive_option("--timeout", args.timeout or "30s", parse_duration, problems)
     token = _read_token(args, problems)
+    basic = _basic_auth(user, password, token, problems)
     ca_file = args.ca_file
     if ca_file is not None:
         try:  # read it now: a bad file is a usage error, not a failure at the first connection
             tls_context(ca_file)
-        except (OSError, ssl.SSLError) as e:
+        except InputFileError as e:
+            problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({e}); expected a PEM CA certificate"))
+        except (OSError, ssl.SSLError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
             problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
     connections = 256 if args.connections is None else args.connections
     if connections <= 0:
         problems.append(Problem("--connections", "", f"must be > 0, got {connections}"))
     template = args.template or "gmail"
+    allowed_targets = set(args.allow_target or ())
     problems += check_target(
-        args.target,
-        allowed=set(args.allow_target or ()),
+        target,
+        allowed=allowed_targets,
         max_rate=max_rate,
         peak_rate=peak_rate(plan.schedule, plan.duration),
         template=template,
@@ -322,7 +338,7 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
     if problems:
         return None
     return HttpOptions(
-        target=args.target,
+        target=target,
         template=template,
         timeout=timeout or 30.0,
         max_in_flight=plan.engine.max_in_flight,
@@ -330,13 +346,45 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
         token=token,
         ca_file=ca_file,
         fault_control=fault_control,
+        basic_auth=basic,
+        reach=Reach.of(urlsplit(target).hostname or "", allowed_targets),
+        fault_control_reach=_reach(args, fault_control),
     )
+
+
+def _basic_auth(
+    user: str | None, password: str | None, token: str | None, problems: list[Problem]
+) -> tuple[str, str] | None:
+    """The target URL's userinfo as HTTP Basic credentials (remembered, so never shown), or None."""
+    if user is None:
+        return None
+    remember(user if password is None else password)
+    if token is not None:
+        why = "carries credentials and a bearer token is given too: one Authorization header; drop one of them"
+        problems.append(Problem("--target", "", why))
+        return None
+    if ":" in user or not _header_safe(user) or not _header_safe(password or ""):
+        why = "the credentials in the URL have control characters, or a ':' in the user"
+        problems.append(Problem("--target", "", why))
+        return None
+    return user, password or ""
+
+
+def _reach(args: argparse.Namespace, url: str | None) -> Reach:
+    """The reach of a client of ``url``: beyond loopback only if its host was allowed with --allow-host."""
+    if url is None:
+        return LOOPBACK_ONLY
+    return Reach.of(urlsplit(url).hostname or "", _allowed_hosts(args))
 
 
 def _control_url(args: argparse.Namespace, option: str, url: str, problems: list[Problem]) -> str | None:
     """A control-plane URL (Prometheus, Alertmanager, fake-gmail): loopback, or a host allowed with --allow-host."""
     parts = urlsplit(url)
     host = parts.hostname
+    try:
+        _ = parts.port
+    except ValueError:
+        host = None
     if not host or parts.scheme not in ("http", "https"):
         problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
         return None
@@ -357,10 +405,11 @@ def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None
     elif args.token_file is not None:
         where = str(args.token_file)
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            problems.append(Problem(where, "", f"cannot read token file: {e.strerror}"))
+            token = read_text(args.token_file, TOKEN_LIMIT).strip()
+        except InputFileError as e:
+            problems.append(Problem(where, "", f"cannot read token file: {e}"))
             return None
+    remember(token)
     if token is not None and not _header_safe(token):
         # It goes into an Authorization header as is: a line break would add headers of its own.
         problems.append(Problem(where, "", "the token has control or non-ASCII characters; expected a bearer token"))
@@ -373,7 +422,20 @@ def _header_safe(value: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+    """Entry point; returns the exit code.
+
+    Everything the command prints, on either stream, goes through the one redaction
+    (:mod:`loadsim.redaction`); the credentials of every URL given on the command line
+    or in the environment are remembered first, so they are masked wherever they appear.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    remember_in(argv)
+    remember_in([os.environ.get(name, "") for name in URL_ENVIRONMENT])
+    with redacted_output():
+        return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "check": _check,
@@ -575,6 +637,7 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
         dashboards=args.dashboards or RELAY_CONFIG / "grafana",
         rules=tuple(args.rules) if args.rules else Inputs.rules_default(),
         step=step,
+        allowed=frozenset(_allowed_hosts(args)),
     )
 
 
@@ -612,8 +675,6 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
     from loadsim.report.own import served
     from loadsim.report.prom import SourceError
@@ -707,7 +768,15 @@ def _drill(args: argparse.Namespace) -> int:
     card_holder: list[Any] = []
 
     async def drill(engine: Any, log: Any) -> None:
-        card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
+        runner = Drill(
+            engine,
+            args.prometheus,
+            args.alertmanager,
+            time_scale=args.time_scale,
+            log=log,
+            allowed=_allowed_hosts(args),
+        )
+        card = await runner.run()
         card_holder.append(card)
 
     _execute(args, profile, "drill", companion=drill)
@@ -746,7 +815,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
     if problems:
         raise ConfigError(problems)
     if http is not None and http.fault_control is not None:
-        _check_fault_control(http.fault_control, plan)
+        _check_fault_control(http.fault_control, plan, http.fault_control_reach)
     options = RunOptions(
         listen=listen,
         progress=args.progress,
@@ -756,6 +825,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         http=http,
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
+        controller_reach=_reach(args, controller_prometheus),
     )
     resume = None
     if state is not None:
@@ -802,7 +872,7 @@ def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[
     return _control_url(args, "--controller-prometheus", url, problems)
 
 
-def _check_fault_control(url: str, plan: RunPlan) -> None:
+def _check_fault_control(url: str, plan: RunPlan, reach: Reach) -> None:
     """Before the run: the fake Gmail answers and accepts the plan's Gmail-side scenarios (exit 2 if not)."""
     from loadsim.clock import WallClock
     from loadsim.drivers.faults import GMAIL_SIDE, FaultControl, FaultControlError
@@ -810,7 +880,7 @@ def _check_fault_control(url: str, plan: RunPlan) -> None:
     wanted = sorted({ov.name for ov in plan.timeline.overlays if ov.name in GMAIL_SIDE})
 
     async def probe() -> str | None:
-        control = FaultControl(url, WallClock())
+        control = FaultControl(url, WallClock(), reach=reach)
         try:
             await control.check(wanted)
         except FaultControlError as e:
@@ -907,6 +977,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
     allowed = _allowed_hosts(args)
+    target = dataclasses.replace(target, reach=Reach.of(target.host, allowed))
     if not is_loopback(target.host) and target.host not in allowed:
         problems.append(
             Problem(

@@ -1,35 +1,57 @@
 """Structured logging: one JSON object per line on stdout, secrets never written.
 
 The level comes from ``--log-level`` or ``LOADSIM_LOG_LEVEL`` (default ``info``).
-Any event key that looks like a credential (token, password, secret,
-authorization, basic auth) is replaced by ``"***"`` before rendering, and so is
-the password part of any URL.
+Every event goes through :func:`loadsim.redaction.redact_data` before rendering:
+a value under a credential-named key (token, password, secret, authorization) is
+``"***"``, and credentials inside any string, at any depth (a URL's userinfo, a
+bearer token, a remembered secret), are masked. Records of the standard ``logging``
+module (aiohttp's server, asyncio) go to standard error through the same masking
+(:func:`configure`), with their tracebacks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from loadsim.redaction import redact as redact_text
+from loadsim.redaction import redact_data
+
 LEVELS = ("debug", "info", "warning", "error")
-_SECRET_KEY = re.compile(r"token|password|passwd|secret|authorization|api_key|apikey|credential", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]+):[^@/\s]+@", re.IGNORECASE)
 
 
 def redact(_logger: object, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Structlog processor: hide credential-looking values."""
+    """Structlog processor: hide credentials, at any depth of the event."""
     for key, value in list(event.items()):
-        if _SECRET_KEY.search(key):
-            event[key] = "***"
-        elif isinstance(value, str) and "@" in value:
-            event[key] = _URL_PASSWORD.sub(r"\g<scheme>\g<user>:***@", value)
+        event[key] = redact_data(value, key)
     return event
+
+
+class RedactingFormatter(logging.Formatter):
+    """A ``logging`` formatter whose output (message and traceback) goes through the one redaction."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record comes (as ``logging.lastResort`` does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        return
 
 
 def configure(level: str | None = None, stream: TextIO | None = None) -> None:
@@ -48,6 +70,15 @@ def configure(level: str | None = None, stream: TextIO | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
         cache_logger_on_first_use=False,
     )
+    # Libraries log through the standard module (aiohttp's "Error handling request" with its
+    # traceback): one handler on the root logger, to standard error, redacted. Replaced, not
+    # added, when configure runs again.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h.formatter, RedactingFormatter)]:
+        root.removeHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
 
 
 def get_logger(**bind: Any) -> Any:

@@ -27,10 +27,13 @@ from pydantic_core import ErrorDetails
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
+from loadsim.files import MIB, InputFileError, read_bytes
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
 from loadsim.units import NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
 
+PROFILE_LIMIT = 4 * MIB
+"""Largest profile file read (the bundled ones are under 4 KiB)."""
 DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
 """A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
 
@@ -242,17 +245,17 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file; raises :class:`ConfigError` listing every problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError.single(source, "", "file not found") from None
-    except OSError as e:
-        raise ConfigError.single(source, "", f"cannot read file: {e.strerror}") from None
+        raw = read_bytes(path, PROFILE_LIMIT)
+    except InputFileError as e:
+        raise ConfigError.single(source, "", str(e)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError.single(source, "", "not UTF-8 text; expected a TOML profile") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError.single(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError.single(source, "", "not valid TOML: nested too deeply") from None
     return parse_profile(data, source)
 
 

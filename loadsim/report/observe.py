@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from loadsim.net import Reach
 from loadsim.relayconfig import ALERTS, RECORDING_RULES, RELAY_CONFIG
 from loadsim.report import document, figures, readiness, render
 from loadsim.report.plots import draw
@@ -50,6 +52,12 @@ class Inputs:
     title: str = "Gmail rich email: observation report"
     source: str = ""
     """What the window is, for the report (default: the Prometheus URL)."""
+    allowed: frozenset[str] = frozenset()
+    """Hosts (``--allow-host``) the report may reach beyond loopback."""
+
+    def reach(self, url: str) -> Reach:
+        """The reach of a client of ``url``: beyond loopback only for an allowed host."""
+        return Reach.of(urlsplit(url).hostname or "", self.allowed)
 
     @staticmethod
     def rules_default() -> tuple[Path, ...]:
@@ -165,7 +173,7 @@ def runbooks_check(rules: list[dict[str, Any]], root: Path) -> tuple[dict[str, s
 
 def observe(inputs: Inputs) -> tuple[document.Report, dict[str, Path]]:
     """Read the window, score it, write the four files; returns the report and the files."""
-    prom = Prometheus(inputs.prometheus)
+    prom = Prometheus(inputs.prometheus, reach=inputs.reach(inputs.prometheus))
     prom.check()
     f = figures.read(prom, inputs.start, inputs.end, inputs.step)
     if f.missing:
@@ -189,7 +197,7 @@ def observe(inputs: Inputs) -> tuple[document.Report, dict[str, Path]]:
     card = json.loads(inputs.drill.read_text(encoding="utf-8")) if inputs.drill is not None else None
     am_alerts = None
     if inputs.alertmanager is not None:
-        am = Alertmanager(inputs.alertmanager)
+        am = Alertmanager(inputs.alertmanager, reach=inputs.reach(inputs.alertmanager))
         am_alerts = am.alerts()
         routes, why = routing_check(am, rules)
     else:

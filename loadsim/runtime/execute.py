@@ -31,7 +31,7 @@ from loadsim.engine.driver import Driver
 from loadsim.engine.keeper import StateKeeper, StateOptions
 from loadsim.engine.loop import AfterWindow, Engine, RunResult
 from loadsim.logs import get_logger
-from loadsim.net import ListenAddress
+from loadsim.net import LOOPBACK_ONLY, ListenAddress, Reach
 from loadsim.plan import RunPlan
 from loadsim.runtime.factory import build, run_clock
 from loadsim.sinks.metrics_server import MetricsServer
@@ -57,6 +57,8 @@ class RunOptions:
     """Controller policy mode: one JSON line per controller run."""
     controller_prometheus: str | None = None
     """Controller policy mode: the Prometheus its queries go to (None: the in-process evaluator)."""
+    controller_reach: Reach = LOOPBACK_ONLY
+    """Where the controller's queries may connect (beyond loopback only for a host allowed by name)."""
 
 
 class ListenError(Exception):
@@ -106,6 +108,7 @@ async def execute(
         after_window=after_window,
         decisions=decisions,
         controller_prometheus=options.controller_prometheus,
+        controller_reach=options.controller_reach,
         log=log,
     )
     engine = run.engine

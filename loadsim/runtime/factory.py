@@ -21,6 +21,7 @@ from loadsim.drivers.sim import SimDriver
 from loadsim.engine.driver import Driver
 from loadsim.engine.loop import AfterWindow, Engine, WindowObserver
 from loadsim.engine.seeds import RunRandom
+from loadsim.net import LOOPBACK_ONLY, Reach
 from loadsim.plan import RunPlan
 from loadsim.profile import PopulationSpec
 from loadsim.rollout.live import LiveReader
@@ -67,6 +68,7 @@ def build(
     after_window: Sequence[AfterWindow] = (),
     decisions: DecisionSink | None = None,
     controller_prometheus: str | None = None,
+    controller_reach: Reach = LOOPBACK_ONLY,
     log: Any = None,
 ) -> Run:
     """Assemble ``plan`` with the simulated driver, or the HTTP driver when ``http`` is given.
@@ -92,7 +94,9 @@ def build(
                 relay,
                 log=log,
                 sink=decisions,
-                live=None if controller_prometheus is None else LiveReader(controller_prometheus, clock),
+                live=None
+                if controller_prometheus is None
+                else LiveReader(controller_prometheus, clock, controller_reach),
             )
         driver = SimDriver(
             plan.model,
@@ -109,7 +113,9 @@ def build(
         from loadsim.drivers.faults import FaultControl
         from loadsim.drivers.http import HttpDriver
 
-        faults = None if http.fault_control is None else FaultControl(http.fault_control, clock, log)
+        faults = None
+        if http.fault_control is not None:
+            faults = FaultControl(http.fault_control, clock, log, reach=http.fault_control_reach)
         driver = HttpDriver(
             http, plan.model, plan.schedule, plan.duration, clock, random, HttpMetrics(registry), faults=faults, log=log
         )

@@ -17,16 +17,21 @@ it ends), not once per attempt.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, push_to_gateway
+from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 
 from loadsim.clock import Clock
+from loadsim.net import LOOPBACK_ONLY, Reach, opener
+from loadsim.redaction import redact
 
 DEFAULT_JOB = "relay_synth"
 DEFAULT_INSTANCE = "loadsim"
@@ -46,6 +51,8 @@ class PushTarget:
     """Leave the group on the Pushgateway at a clean exit (default: delete it)."""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    reach: Reach = LOOPBACK_ONLY
+    """Where pushes may connect: loopback, unless the host was allowed by name (checked at every connection)."""
 
     @classmethod
     def parse(cls, url: str, **kwargs: Any) -> PushTarget:
@@ -74,12 +81,8 @@ class PushTarget:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its credentials masked (:func:`loadsim.redaction.redact`)."""
+    return redact(url)
 
 
 class Pusher:
@@ -116,12 +119,22 @@ class Pusher:
 
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
-    ) -> Any:
-        if self.target.username is not None:
-            return basic_auth_handler(
-                url, method, timeout, headers, data, self.target.username, self.target.password or ""
-            )
-        return default_handler(url, method, timeout, headers, data)
+    ) -> Callable[[], None]:
+        """prometheus-client's handler contract, on an opener that checks each connection against the reach."""
+        target = self.target
+
+        def handle() -> None:
+            request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) checked by parse
+            for name, value in headers:
+                request.add_header(name, value)
+            if target.username is not None:
+                pair = f"{target.username}:{target.password or ''}".encode()
+                request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+            with opener(target.reach).open(request, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise OSError(f"error talking to pushgateway: {response.status} {response.reason}")
+
+        return handle
 
     def push_now(self) -> None:
         """One blocking PUT of the whole registry (call it off the loop)."""

@@ -9,6 +9,7 @@ base64) spliced in as bytes, not serialised (:func:`_json_bytes`).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ class Request:
 class Wire:
     """Serialises requests to one target as HTTP/1.1 bytes (keep-alive, JSON bodies)."""
 
-    def __init__(self, target: str, token: str | None) -> None:
+    def __init__(self, target: str, token: str | None, *, basic: tuple[str, str] | None = None) -> None:
+        """``token`` goes out as ``Bearer``; ``basic`` (user, password) as HTTP Basic auth (not both)."""
         parts = urlsplit(target)
         host = parts.hostname or ""
         default_port = 443 if parts.scheme == "https" else 80
@@ -42,6 +44,9 @@ class Wire:
         authority = shown if self.port == default_port else f"{shown}:{self.port}"
         self.prefix = parts.path.rstrip("/")
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        if basic is not None and not token:
+            credentials = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode("ascii")
+            auth = f"Authorization: Basic {credentials}\r\n"
         self._common = (
             f"Host: {authority}\r\nUser-Agent: loadsim/{__version__}\r\n"
             f"Content-Type: application/json\r\nAccept: application/json\r\n{auth}Content-Length: "
