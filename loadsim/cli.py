@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
-from loadsim.files import KIB, InputFileError, read_text
+from loadsim.files import KIB, MIB, InputFileError, check_regular, read_text
 from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, LOOPBACK_ONLY, ListenAddress, Reach, is_loopback, split_userinfo
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 TOKEN_LIMIT = 64 * KIB
 """Largest token file read: a bearer token is a few hundred bytes, a JWT a few KiB."""
+SCORE_CARD_LIMIT = 16 * MIB
+"""Largest drill score card read by ``loadsim report --drill`` (one is about 2 KiB)."""
 URL_ENVIRONMENT = ("PUSHGATEWAY_URL",)
 """Environment variables that give URLs (option defaults): their credentials are masked too."""
 T = TypeVar("T")
@@ -524,7 +527,7 @@ def _verify(args: argparse.Namespace) -> int:
         for n in args.scenario
         if n not in SCENARIOS
     ]
-    problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
+    problems += _input_problems("--rules", args.rules or [])
     if args.background_hours <= 0:
         problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
     positive_option("--rate", args.rate, parse_rate, problems)
@@ -616,10 +619,8 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
     if args.alertmanager is not None:
         alertmanager = _control_url(args, "--alertmanager", args.alertmanager, problems)
     step = positive_option("--step", args.step, parse_duration, problems) or 60.0
-    files = [("--drill", args.drill)] + [("--rules", p) for p in args.rules or []]
-    problems += [
-        Problem(option, "", f"{p}: file not found") for option, p in files if p is not None and not p.is_file()
-    ]
+    problems += _input_problems("--drill", [args.drill] if args.drill is not None else [])
+    problems += _input_problems("--rules", args.rules or [])
     for option, path in (("--runbooks", args.runbooks), ("--dashboards", args.dashboards)):
         if path is not None and not path.is_dir():
             problems.append(Problem(option, "", f"{path}: not a directory"))
@@ -643,9 +644,20 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
 
 def _is_score_card(path: Path) -> bool:
     try:
-        return "score" in json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError, OSError):
+        return "score" in json.loads(read_text(path, SCORE_CARD_LIMIT))
+    except (ValueError, TypeError, OSError, RecursionError, InputFileError):
         return False
+
+
+def _input_problems(option: str, paths: Sequence[Path]) -> list[Problem]:
+    """One problem per path that is not a regular file (missing, a directory, a FIFO, a device): never read."""
+    problems = []
+    for path in paths:
+        try:
+            check_regular(path)
+        except InputFileError as e:
+            problems.append(Problem(option, "", f"{path}: {e}") if option else Problem(str(path), "", str(e)))
+    return problems
 
 
 def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
@@ -740,7 +752,7 @@ def _scale_rules(args: argparse.Namespace) -> int:
     from loadsim.verify.scaling import write_scaled
 
     files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
-    problems = [Problem(str(p), "", "file not found") for p in files if not p.is_file()]
+    problems = _input_problems("", files)
     if args.factor <= 0:
         problems.append(Problem("factor", "", f"must be > 0, got {args.factor:g}"))
     if problems:
@@ -799,7 +811,7 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     """Every command that runs traffic comes here: check everything, then one ``execute`` for either driver."""
     from loadsim.engine.checkpoint import StateError
-    from loadsim.engine.keeper import open_state
+    from loadsim.engine.keeper import StateLock, open_state
     from loadsim.runtime.execute import ListenError, RunOptions, execute, identity
 
     problems = _driver_problems(args)
@@ -827,21 +839,23 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         controller_prometheus=controller_prometheus,
         controller_reach=_reach(args, controller_prometheus),
     )
-    resume = None
-    if state is not None:
+    with contextlib.ExitStack() as held:
+        resume = None
+        if state is not None:
+            try:
+                held.enter_context(StateLock(state.path))  # until the run ends: no other run shares the file
+                resume = open_state(state, identity(plan, options))
+            except StateError as e:
+                raise ConfigError.single(str(state.path), "", str(e)) from None
+            if resume is not None and not plan.virtual:
+                plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
+        configure(args.log_level)
         try:
-            resume = open_state(state, identity(plan, options))
+            summary = _run_loop(execute(plan, options, companion, resume))
+        except ListenError as e:
+            raise ConfigError([Problem("--listen", "", str(e))]) from None
         except StateError as e:
-            raise ConfigError.single(str(state.path), "", str(e)) from None
-        if resume is not None and not plan.virtual:
-            plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
-    configure(args.log_level)
-    try:
-        summary = _run_loop(execute(plan, options, companion, resume))
-    except ListenError as e:
-        raise ConfigError([Problem("--listen", "", str(e))]) from None
-    except StateError as e:
-        raise ConfigError.single(str(args.state), "", str(e)) from None
+            raise ConfigError.single(str(args.state), "", str(e)) from None
     if http is not None:
         if sys.stdout.isatty():
             print(json.dumps(summary, indent=2))
@@ -945,7 +959,7 @@ def _with_engine_options(args: argparse.Namespace, profile: Profile) -> Profile:
 
 
 def _state_options(args: argparse.Namespace) -> StateOptions | None:
-    from loadsim.engine.keeper import StateOptions
+    from loadsim.engine.keeper import StateOptions, state_problem
 
     if args.state is None:
         if args.fresh or args.fresh_if_missing:
@@ -957,6 +971,9 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
         raise ConfigError.single("--checkpoint-interval", "", str(e)) from None
     if interval <= 0:
         raise ConfigError.single("--checkpoint-interval", "", f"must be > 0, got {args.checkpoint_interval!r}")
+    why = state_problem(args.state)
+    if why is not None:
+        raise ConfigError.single("--state", "", f"{args.state} {why}")
     mode = "fresh" if args.fresh else "fresh-if-missing" if args.fresh_if_missing else "resume"
     return StateOptions(path=args.state, mode=mode, interval=interval)
 

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from loadsim.clock import WallClock
 from loadsim.engine import checkpoint
 from loadsim.engine.checkpoint import Checkpoint, Identity
-from loadsim.engine.driver import Driver
+from loadsim.engine.driver import Driver, Stateful
 from loadsim.engine.keeper import StateKeeper, StateOptions
 from loadsim.engine.loop import AfterWindow, Engine, RunResult
 from loadsim.logs import get_logger
@@ -112,24 +112,26 @@ async def execute(
         log=log,
     )
     engine = run.engine
-    keeper = None
-    if options.state is not None:
-        components = {"engine": engine, "driver": run.driver}
-        keeper = StateKeeper(identity(plan, options), components, run.registry, options.state, service_clock, log)
-    exposed = keeper.exposed() if keeper is not None else run.registry
+    components: dict[str, Stateful] = {"engine": engine, "driver": run.driver}
+    keeper, exposed, pusher = _services(plan, options, run.registry, engine, components, service_clock, log)
     wall0 = service_clock.now()
     async with contextlib.AsyncExitStack() as stack:
         if decisions is not None:
             stack.callback(decisions.close)
+        # Listen first: a busy port fails the start before anything else has happened, and
+        # before the first checkpoint (which, with --fresh, moves the old state file aside).
+        server = await _listen(stack, options.listen, exposed, engine, keeper)
         await stack.enter_async_context(_opened(run.driver))
         if isinstance(run.clock, WallClock):
             # Run time starts now that the driver is ready (a resumed run: where its calendar says).
             run.clock.restart(0.0 if resume is None else max(service_clock.wall() - plan.epoch, resume.t))
         if resume is not None:
-            _resume(engine, resume, options, log)
+            _resume(engine, components, resume, options, log)
         if keeper is not None:
             await keeper.checkpoint()
-        await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
+        _listening(server, options.listen, log)  # announced once it shows what a restart would resume from
+        if pusher is not None:
+            await stack.enter_async_context(_pushing(pusher, log))
         if keeper is not None:
             await stack.enter_async_context(_keeping(keeper))
         progress = Progress(
@@ -155,27 +157,67 @@ async def execute(
     return out
 
 
-async def _expose(  # noqa: PLR0917 - what the exposition needs, each once
-    stack: contextlib.AsyncExitStack,
-    engine: Engine,
+def _services(  # noqa: PLR0917 - what the services need, each once
+    plan: RunPlan,
     options: RunOptions,
-    exposed: CollectorRegistry,
-    health: CollectorRegistry,
+    registry: CollectorRegistry,
+    engine: Engine,
+    components: dict[str, Stateful],
     clock: WallClock,
     log: Any,
-) -> None:
-    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes)."""
-    if options.listen is not None:
-        server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
-        await stack.enter_async_context(_serving(server, options.listen, log))
+) -> tuple[StateKeeper | None, CollectorRegistry, Pusher | None]:
+    """The state keeper, the registry to expose (its frozen view, with a keeper) and the pusher."""
+    keeper = None
+    if options.state is not None:
+        keeper = StateKeeper(identity(plan, options), components, registry, options.state, clock, log)
+    exposed = keeper.exposed() if keeper is not None else registry
+    pusher = None
     if options.push is not None:
-        pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
-        await stack.enter_async_context(_pushing(pusher, log))
+        pusher = Pusher(options.push, exposed, registry, log, clock=clock, serving=lambda: engine.state.exposition_up)
+        components["pusher"] = pusher  # its counters continue after a restart too
+    return keeper, exposed, pusher
 
 
-def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -> None:
+async def _listen(
+    stack: contextlib.AsyncExitStack,
+    address: ListenAddress | None,
+    exposed: CollectorRegistry,
+    engine: Engine,
+    keeper: StateKeeper | None,
+) -> MetricsServer | None:
+    """The ``/metrics`` server, bound (ListenError if it cannot be) and entered on ``stack``; None without one."""
+    if address is None:
+        return None
+    server = MetricsServer(exposed, ready=lambda: engine.running, serving=_serving_when(engine, keeper))
+    await stack.enter_async_context(_serving(server, address))
+    return server
+
+
+def _listening(server: MetricsServer | None, address: ListenAddress | None, log: Any) -> None:
+    if server is None or address is None:
+        return
+    if not address.is_loopback:
+        log.warning("metrics.listening_beyond_loopback", host=address.host)
+    log.info("metrics.listening", url=f"http://{address.host}:{server.port}/metrics")
+
+
+def _serving_when(engine: Engine, keeper: StateKeeper | None) -> Callable[[], bool]:
+    """When ``/metrics`` answers: not during metrics-missing, and (with a state file) once a checkpoint is on disk.
+
+    The server listens before the first checkpoint; until then there is nothing
+    checkpointed to show, and a 503 says so rather than an empty exposition.
+    """
+    if keeper is None:
+        return lambda: engine.state.exposition_up
+    return lambda: keeper.written > 0 and engine.state.exposition_up
+
+
+def _resume(
+    engine: Engine, components: dict[str, Stateful], resume: Checkpoint, options: RunOptions, log: Any
+) -> None:
     # The driver first: the engine's gauges then read what the driver has in flight.
-    checkpoint.restore(resume, {"driver": engine.driver, "engine": engine})
+    order = ["driver", "engine", *(name for name in components if name not in ("driver", "engine"))]
+    checkpoint.restore(resume, {name: components[name] for name in order})
     missed = 0 if engine.plan.virtual else engine.skip_to(engine.clock.now())
     assert options.state is not None
     log.info(
@@ -203,14 +245,11 @@ async def _opened(driver: Driver) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _serving(server: MetricsServer, address: ListenAddress, log: Any) -> AsyncIterator[None]:
+async def _serving(server: MetricsServer, address: ListenAddress) -> AsyncIterator[None]:
     try:
         await server.start(address)
     except OSError as e:
         raise ListenError(f"cannot listen on {address.host}:{address.port}: {e.strerror}") from None
-    if not address.is_loopback:
-        log.warning("metrics.listening_beyond_loopback", host=address.host)
-    log.info("metrics.listening", url=f"http://{address.host}:{server.port}/metrics")
     try:
         yield
     finally:

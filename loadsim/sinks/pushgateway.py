@@ -110,6 +110,8 @@ class Pusher:
         self.failures = Counter("loadsim_push_failures", "Pushes that failed", registry=reg)
         self.pushes = Counter("loadsim_pushes", "Pushes that succeeded", registry=reg)
         self.last_success = Gauge("loadsim_push_last_success_unixtime", "Time of the last good push", registry=reg)
+        self._pushed = self._failed = 0
+        self._last_success = 0.0
         self._task: asyncio.Task[None] | None = None
         self._outage_since: float | None = None
         self._failed_attempts = 0
@@ -135,6 +137,29 @@ class Pusher:
                     raise OSError(f"error talking to pushgateway: {response.status} {response.reason}")
 
         return handle
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """For a checkpoint: the push counters, so a restarted run's continue (never backwards)."""
+        return {"pushes": self._pushed, "failures": self._failed, "last_success": self._last_success}, {}
+
+    def restore(self, part: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        """Put :meth:`snapshot` back (before the first push)."""
+        meta = part[0]
+        pushed, failed, last = int(meta["pushes"]), int(meta["failures"]), float(meta["last_success"])
+        if min(pushed, failed) < 0:
+            raise ValueError(f"push counters must be >= 0, got {pushed} and {failed}")
+        self._count(pushed, failed)
+        if last > 0:
+            self._last_success = last
+            self.last_success.set(last)
+
+    def _count(self, pushed: int = 0, failed: int = 0) -> None:
+        self._pushed += pushed
+        self._failed += failed
+        if pushed:
+            self.pushes.inc(pushed)
+        if failed:
+            self.failures.inc(failed)
 
     def push_now(self) -> None:
         """One blocking PUT of the whole registry (call it off the loop)."""
@@ -167,14 +192,15 @@ class Pusher:
                 await asyncio.to_thread(self.delete_now)
                 self._deleted = True
         except Exception as e:  # noqa: BLE001 - any failure of the push is an outage, never a crash
-            self.failures.inc()
+            self._count(failed=1)
             self._failed_attempts += 1
             if self._outage_since is None:
                 self._outage_since = self.clock.now()
                 self.log.warning("push.outage", url=self.target.url, error=_describe(e))
             return False
-        self.pushes.inc()
-        self.last_success.set(self.clock.wall())
+        self._count(pushed=1)
+        self._last_success = self.clock.wall()
+        self.last_success.set(self._last_success)
         if self._outage_since is not None:
             self.log.info(
                 "push.recovered",
