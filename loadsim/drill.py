@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -180,21 +180,27 @@ class Drill:
 
     async def run(self) -> ScoreCard:
         """All six phases, in order; a failed phase does not stop the later ones."""
+        async with self.connected():
+            await self._phase(1, "inject error-rate-warn", self._inject_warn, self.budget(300))
+            await self._phase(2, "warning fires and reaches Alertmanager", self._warning_fires, self.budget(900))
+            await self._phase(3, "triage figures from the runbook", self._triage, self.budget(60))
+            await self._phase(4, "mitigation decision recorded (no-op)", self._mitigation, self.budget(60))
+            await self._phase(5, "critical fires and inhibits the warning", self._inhibition, self.budget(900))
+            await self._phase(6, "faults stopped, both alerts resolve", self._resolution, self.budget(900, 60))
+        return self.card
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        """HTTP sessions to Prometheus and Alertmanager for the duration, each checked against its URL's reach."""
         # No library timeout: each call is bounded on the drill's clock (CALL_SECONDS).
         async with contextlib.AsyncExitStack() as stack:
             for url, reach in self._reach.items():
                 http = session(reach, timeout=aiohttp.ClientTimeout(total=None))
                 self._http[url] = await stack.enter_async_context(http)
             try:
-                await self._phase(1, "inject error-rate-warn", self._inject_warn, self.budget(300))
-                await self._phase(2, "warning fires and reaches Alertmanager", self._warning_fires, self.budget(900))
-                await self._phase(3, "triage figures from the runbook", self._triage, self.budget(60))
-                await self._phase(4, "mitigation decision recorded (no-op)", self._mitigation, self.budget(60))
-                await self._phase(5, "critical fires and inhibits the warning", self._inhibition, self.budget(900))
-                await self._phase(6, "faults stopped, both alerts resolve", self._resolution, self.budget(900, 60))
+                yield
             finally:
                 self._http = {}
-        return self.card
 
     async def _phase(self, number: int, name: str, check: Check, budget: float) -> None:
         start = self.clock.now()

@@ -126,9 +126,10 @@ class Reach:
         try:
             ip = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
-            loop = asyncio.get_running_loop()
-            infos: list[tuple[Any, ...]] = await loop.getaddrinfo(
-                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            # The standard resolver in a thread, as asyncio's own getaddrinfo does (uvloop's goes
+            # through libuv): one resolver for the checks before the run and at each connection.
+            infos: list[tuple[Any, ...]] = await asyncio.to_thread(
+                socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP
             )
         else:
             family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
@@ -206,10 +207,23 @@ class _GuardedHTTPSHandler(urllib.request.HTTPSHandler):
 
 
 def opener(reach: Reach = LOOPBACK_ONLY) -> urllib.request.OpenerDirector:
-    """A urllib opener whose every connection (redirects included) is checked against ``reach``; no proxies."""
-    return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), _GuardedHTTPHandler(reach), _GuardedHTTPSHandler(reach)
-    )
+    """A urllib opener whose every connection (redirects included) is checked against ``reach``.
+
+    HTTP and HTTPS only: no proxies from the environment, and none of ``build_opener``'s
+    ``ftp:``, ``file:`` and ``data:`` handlers (a redirect to ``ftp://`` would otherwise
+    connect wherever it says).
+    """
+    director = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.UnknownHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        _GuardedHTTPHandler(reach),
+        _GuardedHTTPSHandler(reach),
+    ):
+        director.add_handler(handler)
+    return director
 
 
 def session(reach: Reach = LOOPBACK_ONLY, **kwargs: Any) -> aiohttp.ClientSession:

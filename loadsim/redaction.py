@@ -42,7 +42,7 @@ MASK = "***"
 _URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<info>[^\s/?#\"'<>`\\]*)@", re.IGNORECASE)
 """A URL's userinfo: greedy up to the last ``@`` before the authority ends, so ``p@ss`` is masked whole."""
 _AUTH_HEADER = re.compile(
-    r"(?P<name>\b(?:proxy-)?authorization)(?P<sep>[\"']?\s*[:=,]\s*b?[\"']?)(?P<value>[^\r\n\"']+)", re.IGNORECASE
+    r"(?P<name>\b(?:proxy-)?authorization)(?P<sep>[\"']?\s*[:=,]\s*(?:b?[\"'])?)(?P<value>[^\r\n\"']+)", re.IGNORECASE
 )
 _SCHEME_CREDENTIAL = re.compile(
     r"(?P<scheme>\b(?:bearer|basic))(?P<sep>\s+)(?P<value>[A-Za-z0-9._~+/=:-]{6,})", re.IGNORECASE

@@ -212,9 +212,7 @@ def _serving_when(engine: Engine, keeper: StateKeeper | None) -> Callable[[], bo
     return lambda: keeper.written > 0 and engine.state.exposition_up
 
 
-def _resume(
-    engine: Engine, components: dict[str, Stateful], resume: Checkpoint, options: RunOptions, log: Any
-) -> None:
+def _resume(engine: Engine, components: dict[str, Stateful], resume: Checkpoint, options: RunOptions, log: Any) -> None:
     # The driver first: the engine's gauges then read what the driver has in flight.
     order = ["driver", "engine", *(name for name in components if name not in ("driver", "engine"))]
     checkpoint.restore(resume, {name: components[name] for name in order})
