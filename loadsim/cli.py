@@ -294,7 +294,7 @@ def _driver_problems(args: argparse.Namespace) -> list[Problem]:
 
 def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> HttpOptions | None:
     """The HTTP driver's options; every problem goes to ``problems`` (None when there are any)."""
-    from loadsim.drivers.http import HttpOptions, check_target, overlay_problems, peak_rate, tls_context
+    from loadsim.drivers.http import HttpOptions, check_target, overlay_problems, peak_rate
 
     if args.target is None:
         problems.append(Problem("--target", "", "--driver http needs --target URL"))
@@ -312,13 +312,7 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
     basic = _basic_auth(user, password, token, problems)
     ca_file = args.ca_file
     if ca_file is not None:
-        try:  # read it now: a bad file is a usage error, not a failure at the first connection
-            tls_context(ca_file)
-        except InputFileError as e:
-            problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({e}); expected a PEM CA certificate"))
-        except (OSError, ssl.SSLError, ValueError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
-            problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
+        _check_ca_file(ca_file, problems)
     connections = 256 if args.connections is None else args.connections
     if connections <= 0:
         problems.append(Problem("--connections", "", f"must be > 0, got {connections}"))
@@ -353,6 +347,21 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
         reach=Reach.of(urlsplit(target).hostname or "", allowed_targets),
         fault_control_reach=_reach(args, fault_control),
     )
+
+
+def _check_ca_file(ca_file: Path, problems: list[Problem]) -> None:
+    """Read ``--ca-file`` now: a bad file is a usage error, not a failure at the first connection."""
+    from loadsim.drivers.http import tls_context
+
+    try:
+        tls_context(ca_file)
+    except InputFileError as e:
+        problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({e}); expected a PEM CA certificate"))
+    except (OSError, ValueError) as e:
+        why = "not a PEM certificate"  # ssl.SSLError (an OSError) and ValueError: what the file holds
+        if isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.strerror:
+            why = e.strerror
+        problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
 
 
 def _basic_auth(

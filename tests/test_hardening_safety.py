@@ -44,8 +44,9 @@ from loadsim.clock import ManualClock
 from loadsim.drill import Drill, card_json
 from loadsim.drivers import wire
 from loadsim.engine.keeper import StateLock, StateOptions, open_state
+from loadsim.fakegmail import FakeGmail
 from loadsim.logs import configure
-from loadsim.net import LOOPBACK_ONLY, BeyondLoopbackError, Reach, is_loopback
+from loadsim.net import LOOPBACK_ONLY, BeyondLoopbackError, ListenAddress, Reach, is_loopback
 from loadsim.plan import build_plan
 from loadsim.profile import parse_profile
 from loadsim.redaction import redact, redact_data, remember
@@ -519,12 +520,13 @@ class TestNoSecretInAnyOutput:
         lines, --summary-json and the state file.
         """
         summary, state = tmp_path / "summary.json", tmp_path / "run.state"
-        with Server() as target, Gateway() as gateway:
+        with Server() as target, Gateway() as gateway, Gmail() as gmail:
             url = target.url.replace("http://", f"http://alice:{ENCODED}@")
             argv = [
                 "run", "--driver", "http", "--target", url, "--rate", "20/s", "--duration", "2s",
                 "--no-listen", "--progress", "line", "--grace", "1s", "--log-level", "debug",
                 "--pushgateway", gateway.url.replace("http://", f"http://{TOKEN}@"), "--push-interval", "1s",
+                "--fault-control", gmail.url.replace("http://", f"http://carol:{ENCODED}@"),
                 "--summary-json", str(summary), "--state", str(state), "--fresh",
             ]  # fmt: skip
             terminal, stderr, code = _in_pty(argv, seconds=60)
@@ -541,7 +543,9 @@ class TestNoSecretInAnyOutput:
             "state": state.read_bytes().decode("latin-1"),
         }
         assert "requests" in outputs["terminal"]  # the terminal summary was printed
-        assert json.loads(outputs["summary"])["target"] == target.url
+        written = json.loads(outputs["summary"])
+        assert written["target"] == target.url
+        assert written["fault_control"]["url"] == gmail.url.replace("http://", "http://carol:***@")
         for where, text in outputs.items():
             for piece in [*_pieces(PASSWORD, ENCODED, TOKEN), basic, pushed]:
                 assert piece not in text, f"{piece!r} in {where}"
@@ -611,6 +615,18 @@ class TestNoSecretInAnyOutput:
         assert "Error handling request" in err  # aiohttp did write its traceback
         for piece in _pieces(TOKEN):
             assert piece not in out + err
+
+
+class Gmail(LoopThread):
+    """A real fake-gmail (its control API is what --fault-control checks)."""
+
+    async def start(self) -> str:
+        self.fake = FakeGmail()
+        await self.fake.start(ListenAddress("127.0.0.1", 0))
+        return self.fake.url
+
+    async def stop(self) -> None:
+        await self.fake.stop()
 
 
 class Gateway(LoopThread):

@@ -33,6 +33,7 @@ from loadsim.engine.loop import AfterWindow, Engine, RunResult
 from loadsim.logs import get_logger
 from loadsim.net import LOOPBACK_ONLY, ListenAddress, Reach
 from loadsim.plan import RunPlan
+from loadsim.redaction import redact_data
 from loadsim.runtime.factory import build, run_clock
 from loadsim.sinks.metrics_server import MetricsServer
 from loadsim.sinks.progress import Progress, Reading
@@ -151,6 +152,7 @@ async def execute(
     out = engine.summary(
         run_seconds=result.run_seconds, wall_seconds=service_clock.now() - wall0, stopped_early=result.stopped_early
     )
+    out = dict(redact_data(out))  # the summary goes to the log, the terminal and a file: no credential in any
     log.info("run.summary", **out)
     if options.summary_json is not None:
         write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")

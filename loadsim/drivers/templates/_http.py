@@ -1,7 +1,8 @@
 """Request serialisation: a :class:`Request` to make, and :class:`Wire`, which makes it HTTP/1.1 bytes.
 
 Requests carry ``Authorization: Bearer TOKEN`` when a token is given (read from an environment
-variable or a file by the CLI; it is never logged). :class:`Wire` holds what every request to
+variable or a file by the CLI; it is never logged), or HTTP Basic credentials taken from the
+target URL's userinfo. :class:`Wire` holds what every request to
 one target shares (``Host``, the path prefix, the token header) so each request adds only its
 path, its length and its body. JSON bodies are serialised with their long strings (attachment
 base64) spliced in as bytes, not serialised (:func:`_json_bytes`).
