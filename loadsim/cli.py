@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from loadsim import __version__
-from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
+from loadsim.errors import EXIT_ERROR, EXIT_FAILURE, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, ConfigError, Problem
 from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     _schedule_args(check)
     check.add_argument("--virtual", action="store_true", help="plan on the virtual calendar (default: now)")
 
-    sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
+    scenarios = sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
+    scenarios.add_argument(
+        "--format",
+        choices=("text", "github-choices"),
+        default="text",
+        help="text (default), or github-choices: the names as a YAML list, for a workflow_dispatch choice input",
+    )
 
     verify = sub.add_parser(
         "verify", help="the scenario x alert matrix: which relay alerts each scenario fires (virtual time, promtool)"
@@ -62,15 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--rules",
         nargs="+",
+        action="append",
         type=Path,
         metavar="FILE",
-        help="rule files evaluated together (default: the relay's recording rules with each of its two alert files)",
+        help="rule files evaluated together, one rule set; repeat for more sets "
+        "(default: the relay's recording rules with each of its two alert files)",
     )
     verify.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
     verify.add_argument("--background-hours", type=float, default=48.0, help="length of the background-only run")
     verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
+    verify.add_argument(
+        "--junit",
+        type=Path,
+        metavar="FILE",
+        help="also write JUnit XML: one test case per scenario x alert expectation",
+    )
 
     _backfill_args(sub)
     _rollout_args(sub)
@@ -140,8 +154,15 @@ def _report_args(sub: Any) -> None:
         metavar="PROFILE",
         help="report on a run of loadsim's own (default: the embedded profile), backfilled into a private Prometheus",
     )
-    report.add_argument("--from", dest="start", metavar="TIME", help="window start: ISO time (with --prometheus)")
-    report.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now (default)")
+    report.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="window start: ISO time or now-DURATION, e.g. now-24h (with --prometheus)",
+    )
+    report.add_argument(
+        "--to", dest="end", default="now", metavar="TIME", help="window end: ISO time, now (default) or now-DURATION"
+    )
     for option, what in (
         ("--duration", "run length (with --run)"),
         ("--rate", "constant rate (with --run)"),
@@ -162,6 +183,9 @@ def _report_args(sub: Any) -> None:
     report.add_argument("--rules", nargs="+", type=Path, metavar="FILE", help="rule files (default: the relay's, v1)")
     report.add_argument("--step", default="60s", help="time between the plotted points (default 60s)")
     report.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
+    report.add_argument(
+        "--junit", type=Path, metavar="FILE", help="also write JUnit XML: one test case per readiness item"
+    )
 
 
 def _rollout_args(sub: Any) -> None:
@@ -194,7 +218,6 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
     p.add_argument(
         "--pushgateway",
-        default=os.environ.get("PUSHGATEWAY_URL"),
         metavar="URL",
         help="also push to this Pushgateway (default: $PUSHGATEWAY_URL)",
     )
@@ -400,6 +423,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` and the like: not an error of ours.
         sys.stderr.close()
         return EXIT_OK
+    except Exception:  # noqa: BLE001 - the last resort: a bug gets its own exit code, never 1 ("an expectation failed")
+        import traceback
+
+        traceback.print_exc()
+        print(f"loadsim: {args.command}: internal error (the traceback above); exit {EXIT_ERROR}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _load(args: argparse.Namespace) -> tuple[Profile, str]:
@@ -418,9 +447,13 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _scenarios(_args: argparse.Namespace) -> int:
+def _scenarios(args: argparse.Namespace) -> int:
     from loadsim.overlays.scenarios import ALL_ALERTS, SCENARIOS
 
+    if args.format == "github-choices":
+        # A YAML list, one name a line: deploy/github/sync-choices.sh puts it under a workflow's choice input.
+        print("\n".join(f"- {name}" for name in SCENARIOS))
+        return EXIT_OK
     for s in SCENARIOS.values():
         seed = "  (seed scenario)" if s.from_seed else ""
         print(f"{s.name}{seed}\n  {s.summary}")
@@ -453,7 +486,9 @@ def _scenario(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from loadsim.junit import write as write_junit
     from loadsim.overlays.scenarios import SCENARIOS
+    from loadsim.verify.junit import suite as junit_suite
     from loadsim.verify.matrix import default_cases, default_rule_sets, render, run_matrix
     from loadsim.verify.promtool import PromtoolError, find_promtool
 
@@ -462,7 +497,9 @@ def _verify(args: argparse.Namespace) -> int:
         for n in args.scenario
         if n not in SCENARIOS
     ]
-    problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
+    problems += [
+        Problem("--rules", "", f"{p}: file not found") for group in args.rules or [] for p in group if not p.is_file()
+    ]
     if args.background_hours <= 0:
         problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
     positive_option("--rate", args.rate, parse_rate, problems)
@@ -470,21 +507,33 @@ def _verify(args: argparse.Namespace) -> int:
         find_promtool()
     except PromtoolError as e:
         problems.append(Problem("promtool", "", str(e)))
+    _check_output(args.junit, "--junit", problems)
     if problems:
         raise ConfigError(problems)
-    rule_sets = [list(args.rules)] if args.rules else default_rule_sets()
+    rule_sets = [list(group) for group in args.rules] if args.rules else default_rule_sets()
     cases = default_cases(args.background_hours, args.scenario or None)
     started = time.monotonic()
     failed = False
-    for rules in rule_sets:
+    suites = []
+    for i, rules in enumerate(rule_sets, 1):
+        # Several sets name the same cases: each keeps its promtool files in a folder of its own.
+        export = args.export / f"rules-{i}" if args.export is not None and len(rule_sets) > 1 else args.export
+        set_started = time.time()
         try:
-            rows = run_matrix(cases, rules, export=args.export, rate=args.rate, seed=args.seed)
+            rows = run_matrix(cases, rules, export=export, rate=args.rate, seed=args.seed)
         except PromtoolError as e:
             print(f"loadsim: verify: {e}", file=sys.stderr)
-            return EXIT_FAILURE
+            return EXIT_ERROR
         print("\n".join(render(rows, rules)))
         print()
         failed |= not all(r.ok for r in rows)
+        suites.append(
+            junit_suite(
+                rows, rules, started=set_started, seconds=time.time() - set_started, rate=args.rate, seed=args.seed
+            )
+        )
+    if args.junit is not None:
+        write_junit(args.junit, "loadsim verify", suites)
     print(f"verify: {'FAIL' if failed else 'ok'} in {time.monotonic() - started:.0f}s wall")
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -521,15 +570,22 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _when(option: str, text: str, problems: list[Problem]) -> float:
-    """``now`` or an ISO time, as Unix time."""
+    """``now``, ``now-DURATION`` (``now-24h``) or an ISO time, as Unix time."""
     from datetime import UTC, datetime
 
+    expected = f"expected now, now-DURATION such as now-24h, or an ISO time such as 2026-11-30T12:00:00Z, got {text!r}"
     if text == "now":
         return time.time()
+    if text.startswith("now-"):
+        try:
+            return time.time() - parse_duration(text.removeprefix("now-"))
+        except ValueError:
+            problems.append(Problem(option, "", expected))
+            return 0.0
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        problems.append(Problem(option, "", f"expected now or an ISO time such as 2026-11-30T12:00:00Z, got {text!r}"))
+        problems.append(Problem(option, "", expected))
         return 0.0
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
@@ -614,15 +670,19 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
 def _report(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
+    from loadsim.junit import write as write_junit
+    from loadsim.report.junit import suite as junit_suite
+    from loadsim.report.observe import observe
     from loadsim.report.own import served
     from loadsim.report.prom import SourceError
 
     problems: list[Problem] = []
     plan = _report_run(args, problems)
     inputs = _report_inputs(args, problems)
+    _check_output(args.junit, "--junit", problems)
     if problems:
         raise ConfigError(problems)
+    started = time.monotonic()
     try:
         if plan is None:
             report, files = observe(inputs)
@@ -640,7 +700,10 @@ def _report(args: argparse.Namespace) -> int:
     for item in r.items:
         print(f"  {'PASS' if item.passed else 'FAIL'}  {item.name}: {item.evidence}")
     print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
-    return EXIT_GO if r.go else EXIT_NO_GO
+    if args.junit is not None:
+        write_junit(args.junit, "loadsim report", [junit_suite(report, time.monotonic() - started)])
+        print(f"junit: {args.junit}")
+    return EXIT_OK if r.go else EXIT_NO_GO
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -892,13 +955,26 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
 
 
 def _push_target(args: argparse.Namespace) -> PushTarget | None:
-    if not args.pushgateway:
+    """``--pushgateway`` (or ``$PUSHGATEWAY_URL``) checked; None when neither names one.
+
+    An empty ``--pushgateway ""`` is refused, not read as "no push": in CI it is a variable
+    or secret that is not set, and a scenario that pushes nowhere would pass while testing nothing.
+    """
+    url = args.pushgateway if args.pushgateway is not None else os.environ.get("PUSHGATEWAY_URL") or None
+    if url is None:
         return None
+    if not url.strip():
+        raise ConfigError.single(
+            "--pushgateway",
+            "",
+            "is empty; expected the Pushgateway's URL, e.g. http://127.0.0.1:9091 "
+            "(if a CI variable or secret should hold it, it is not set)",
+        )
     problems: list[Problem] = []
     interval = positive_option("--push-interval", args.push_interval, parse_duration, problems) or 10.0
     try:
         target = PushTarget.parse(
-            args.pushgateway,
+            url,
             job=args.push_job,
             instance=args.push_instance,
             interval=interval,
@@ -912,7 +988,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
             Problem(
                 "--pushgateway",
                 "",
-                f"{redact_url(args.pushgateway)} is not on loopback; allow it with --allow-host {target.host} "
+                f"{redact_url(url)} is not on loopback; allow it with --allow-host {target.host} "
                 f"(or {ALLOW_HOSTS_ENV}={target.host})",
             )
         )
