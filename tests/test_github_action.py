@@ -243,6 +243,7 @@ def test_the_verify_step_reports_every_row_and_a_broken_alert_turns_exactly_its_
 
     ``background-hours: 2`` instead of 48: the 48-hour background row alone costs promtool
     about 28 s per rule set; 2 hours keeps the row (healthy traffic fires nothing) in 2 s.
+    ``--export`` keeps the promtool files, to see that two rule sets keep theirs apart.
     """
     v2 = caller_repo / "config" / "prometheus" / "prometheus-alerts-v2.yml"
     text = v2.read_text()
@@ -254,7 +255,7 @@ def test_the_verify_step_reports_every_row_and_a_broken_alert_turns_exactly_its_
     run = run_workflow_step(
         workflow_step(workflow, "verify", "Verify alert rules"),
         workspace=caller_repo, runner_temp=tmp_path / "runner", event_name="pull_request",
-        overrides={"background-hours": "2"}, path=[BIN], timeout=240,
+        overrides={"background-hours": "2", "args": "--export promtool-tests"}, path=[BIN], timeout=240,
     )  # fmt: skip
 
     assert run.code == errors.EXIT_FAILURE, run.stderr[-3000:]
@@ -284,6 +285,9 @@ def test_the_verify_step_reports_every_row_and_a_broken_alert_turns_exactly_its_
     )
     assert "failure" not in same
     assert same["system-out"][0].startswith("fired at +")
+    # Two rule sets name the same cases: each keeps its promtool files apart.
+    kept = {p.relative_to(caller_repo / "promtool-tests").as_posix() for p in caller_repo.glob("promtool-tests/*/*")}
+    assert {"rules-1/latency-crit.test.yml", "rules-2/latency-crit.test.yml"} <= kept
     assert "### loadsim verify: failed (exit 1)" in run.summary
     assert "FAIL latency-crit" in run.summary
 
