@@ -24,12 +24,14 @@ from loadsim.logs import LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.shard import INDEX_ENV, Shard
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.units import format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
     from loadsim.engine.keeper import StateOptions
+    from loadsim.runtime.fleet import FleetOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 T = TypeVar("T")
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
     _schedule_args(run)
     _runtime_args(run)
+    _fleet_args(run)
     _http_args(run)
 
     check = sub.add_parser("check", help="validate a profile and describe its plan without running it")
@@ -71,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
+
+    merge = sub.add_parser(
+        "merge", help="a fleet's summary from its shards' --summary-json files (quantiles from merged histograms)"
+    )
+    merge.add_argument("summaries", nargs="+", type=Path, metavar="SUMMARY", help="one --summary-json file per shard")
+    merge.add_argument("--out", type=Path, metavar="FILE", help="also write the fleet's summary here")
+    merge.add_argument("--allow-missing", action="store_true", help="merge even if some shards' files are missing")
 
     _backfill_args(sub)
     _rollout_args(sub)
@@ -232,6 +242,20 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fleet (one run split over N processes; see deploy/k8s)")
+    who = g.add_mutually_exclusive_group()
+    who.add_argument("--shard", metavar="K/N", help="be shard K (from 0) of N: keep every N-th arrival of the run")
+    who.add_argument(
+        "--shards", type=int, metavar="N", help=f"be shard ${INDEX_ENV} of N (a Kubernetes Indexed Job's pod index)"
+    )
+    g.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="run time 0 for every shard: an ISO time such as 2026-11-30T12:00:00Z, or Unix seconds",
+    )
+
+
 HTTP_ONLY = (
     "target",
     "template",
@@ -386,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
         "drill": _drill,
         "scale-rules": _scale_rules,
+        "merge": _merge,
         "fake-gmail": _fake_gmail,
     }
     try:
@@ -668,6 +693,19 @@ def _rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from loadsim.merge import merge, read
+
+    _check_output(args.out, "--out")
+    fleet = merge(read(list(args.summaries)), allow_missing=args.allow_missing)
+    text = json.dumps(fleet, indent=2) + "\n"
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    brief = {k: v for k, v in fleet.items() if k != "histograms"}
+    print(json.dumps(brief, indent=2))
+    return EXIT_OK
+
+
 def _fake_gmail(args: argparse.Namespace) -> int:
     from loadsim.fakegmail import command
 
@@ -730,17 +768,18 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     """Every command that runs traffic comes here: check everything, then one ``execute`` for either driver."""
     from loadsim.engine.checkpoint import StateError
-    from loadsim.engine.keeper import open_state
     from loadsim.runtime.execute import ListenError, RunOptions, execute, identity
 
     problems = _driver_problems(args)
     listen = _listen_address(args)
     _check_output(getattr(args, "decision_log", None), "--decision-log")
-    push = _push_target(args)
     profile = _with_engine_options(args, profile)
+    fleet = _fleet_options(args, profile, problems)
+    push = _push_target(args, fleet)
     state = _state_options(args)
     _check_output(args.summary_json, "--summary-json")
-    plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
+    start_at = None if fleet is None else fleet.start_at
+    plan = build_plan(profile, virtual=args.virtual, wall_epoch=start_at or time.time(), source=source)
     http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
     controller_prometheus = _controller_options(args, plan, problems)
     if problems:
@@ -756,13 +795,11 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         http=http,
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
+        fleet=fleet,
     )
     resume = None
     if state is not None:
-        try:
-            resume = open_state(state, identity(plan, options))
-        except StateError as e:
-            raise ConfigError.single(str(state.path), "", str(e)) from None
+        resume = _resumed(state, identity(plan, options), start_at)
         if resume is not None and not plan.virtual:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
     configure(args.log_level)
@@ -778,6 +815,91 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
     else:
         _print_summary(plan, summary)
     return EXIT_OK
+
+
+def _resumed(state: StateOptions, ident: Any, start_at: float | None) -> Any:
+    """The checkpoint to resume (None: start anew); exit 2 if it is another run's, or another start's."""
+    from loadsim.engine.checkpoint import StateError
+    from loadsim.engine.keeper import open_state
+
+    try:
+        resume = open_state(state, ident)
+    except StateError as e:
+        raise ConfigError.single(str(state.path), "", str(e)) from None
+    if resume is not None and start_at is not None and abs(resume.epoch - start_at) > 1e-3:
+        why = f"written by a run that started at {_iso(resume.epoch)}, --start-at says {_iso(start_at)}"
+        raise ConfigError.single(str(state.path), "", f"{why}; pass --fresh to start a new run")
+    return resume
+
+
+def _fleet_options(args: argparse.Namespace, profile: Profile, problems: list[Problem]) -> FleetOptions | None:
+    """``--shard`` / ``--shards`` and ``--start-at``, checked against each other and the clock (None: no fleet)."""
+    from loadsim.runtime.fleet import FleetOptions
+
+    text, count, when = getattr(args, "shard", None), getattr(args, "shards", None), getattr(args, "start_at", None)
+    if text is None and count is None and when is None:
+        return None
+    shard = Shard(0, 1)
+    try:
+        if text is not None:
+            shard = Shard.parse(text)
+        elif count is not None:
+            shard = Shard.from_env(count)
+    except ValueError as e:
+        problems.append(Problem("--shard" if text is not None else "--shards", "", str(e)))
+        return None
+    start_at = None
+    if when is not None:
+        if args.virtual:
+            problems.append(Problem("--start-at", "", "a virtual run has no wall-clock start; drop --virtual"))
+            return None
+        start_at = _start_time(when, profile.duration, problems)
+        if start_at is None:
+            return None
+    elif shard.count > 1 and not args.virtual:
+        why = "shards on the wall clock need --start-at TIME, one start shared by every shard, to line up"
+        problems.append(Problem("--shard" if text is not None else "--shards", "", why))
+    if profile.controller.mode == "policy":
+        why = (
+            "controller.mode = policy runs the relay's controller on one process's figures; a fleet's shards "
+            "would each gate on their own share (use mode = heartbeat: shard 0 alone reports the controller)"
+        )
+        problems.append(Problem("--shard" if text or count else "--start-at", "controller.mode", why))
+    return FleetOptions(shard=shard, start_at=start_at)
+
+
+def _start_time(text: str, duration: float, problems: list[Problem]) -> float | None:
+    """``--start-at``: an ISO time (UTC unless it says otherwise) or Unix seconds, neither far ahead nor past."""
+    from datetime import UTC, datetime
+
+    from loadsim.runtime.fleet import MAX_LEAD_SECONDS
+
+    try:
+        start_at = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            why = f"expected an ISO time such as 2026-11-30T12:00:00Z or Unix seconds, got {text!r}"
+            problems.append(Problem("--start-at", "", why))
+            return None
+        start_at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    now = time.time()
+    if start_at > now + MAX_LEAD_SECONDS:
+        why = f"{_iso(start_at)} is more than {format_duration(MAX_LEAD_SECONDS)} ahead; expected the Job's start"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    if start_at + duration <= now:
+        why = f"{_iso(start_at)} plus the run's {format_duration(duration)} is already past; nothing is left to run"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    return start_at
+
+
+def _iso(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> str | None:
@@ -891,7 +1013,7 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
     return StateOptions(path=args.state, mode=mode, interval=interval)
 
 
-def _push_target(args: argparse.Namespace) -> PushTarget | None:
+def _push_target(args: argparse.Namespace, fleet: FleetOptions | None = None) -> PushTarget | None:
     if not args.pushgateway:
         return None
     problems: list[Problem] = []
@@ -903,6 +1025,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
             instance=args.push_instance,
             interval=interval,
             keep_group=args.keep_group,
+            shard=None if fleet is None else str(fleet.shard.index),
         )
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None

@@ -44,6 +44,8 @@ class PushTarget:
     timeout: float = 5.0
     keep_group: bool = False
     """Leave the group on the Pushgateway at a clean exit (default: delete it)."""
+    shard: str | None = None
+    """A fleet's shard index: a grouping key of its own per shard, so shards never replace each other's group."""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
 
@@ -69,8 +71,8 @@ class PushTarget:
 
     @property
     def grouping_key(self) -> dict[str, str]:
-        """The stable grouping key (besides the job)."""
-        return {"instance": self.instance}
+        """The stable grouping key (besides the job); a fleet's shards add their index."""
+        return {"instance": self.instance} if self.shard is None else {"instance": self.instance, "shard": self.shard}
 
 
 def redact_url(url: str) -> str:
