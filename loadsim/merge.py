@@ -47,27 +47,49 @@ class ShardFile:
 
 
 def read(paths: list[Path]) -> list[ShardFile]:
-    """Read every file; one problem per file that is not a shard's summary (ConfigError)."""
+    """Every shard summary in ``paths``; ConfigError with one problem per file that holds none.
+
+    A file is a ``--summary-json`` file, or a log in JSON lines (``kubectl logs`` of the
+    Job's pods) whose ``run.summary`` events are shards' summaries: one file may hold many.
+    """
     problems: list[Problem] = []
-    files = []
+    files: list[ShardFile] = []
     for path in paths:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             problems.append(Problem(str(path), "", f"cannot read: {e.strerror}"))
             continue
-        except ValueError as e:
-            problems.append(Problem(str(path), "", f"not JSON ({e})"))
-            continue
-        missing = [k for k in ("shard", "histograms", "profile", "seed") if not isinstance(data, dict) or k not in data]
-        if missing:
-            why = f"no {', '.join(missing)}: expected the --summary-json file of a run with --shard or --start-at"
+        found = list(_summaries(path, text))
+        if not found:
+            why = "no shard summary: expected the --summary-json file or the JSON log of a run with --shard/--shards"
             problems.append(Problem(str(path), "", why))
-            continue
-        files.append(ShardFile(path, data))
+        files += found
     if problems:
         raise ConfigError(problems)
     return files
+
+
+def _summaries(path: Path, text: str) -> list[ShardFile]:
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        return [ShardFile(path, whole)] if _is_shard(whole) else []
+    found = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("event") == "run.summary" and _is_shard(record):
+            found.append(ShardFile(Path(f"{path}:{n}"), record))
+    return found
+
+
+def _is_shard(data: dict[str, Any]) -> bool:
+    return all(k in data for k in ("shard", "histograms", "profile", "seed"))
 
 
 def merge(files: list[ShardFile], *, allow_missing: bool = False) -> dict[str, Any]:

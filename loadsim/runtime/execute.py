@@ -150,13 +150,14 @@ async def execute(
     out = engine.summary(
         run_seconds=result.run_seconds, wall_seconds=service_clock.now() - wall0, stopped_early=result.stopped_early
     )
+    hist = histograms(run.summary, run.driver)
     if options.fleet is not None:
-        out = shard_summary(out, options.fleet, watch)
+        # A shard's log line carries its histograms too: a finished pod's log is what `kubectl logs`
+        # still reads, and `loadsim merge` takes log files as well as summary files.
+        out = shard_summary(out, options.fleet, watch) | {"histograms": hist}
     log.info("run.summary", **out)
     if options.summary_json is not None:
-        # The file also carries the latency histograms, whole, for `loadsim merge` (not the log line).
-        full = {**out, "histograms": histograms(run.summary, run.driver)}
-        write_atomically(options.summary_json, json.dumps(full, indent=2) + "\n")
+        write_atomically(options.summary_json, json.dumps(out | {"histograms": hist}, indent=2) + "\n")
     return out
 
 
