@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from conftest import make_plan, scrape
+
 from loadsim.cli import main
 from loadsim.engine.checkpoint import Checkpoint
 from loadsim.engine.checkpoint import restore as restore_checkpoint
@@ -136,7 +136,8 @@ def totals(shards: list[Done]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for d in shards:
         relay, summary = d.run.relay, d.run.summary
-        assert relay is not None and summary is not None
+        assert relay is not None
+        assert summary is not None
         parts = {
             "class_counts": summary.class_counts,
             "latency_bins": summary.latency.counts,
@@ -255,7 +256,7 @@ def test_a_restarted_shard_catches_up_counting_exactly_its_missed_stripe():
     missed = catch_up(after.engine, arrivals, until=1020.0 + 2.0)  # mid-window: that window is run, late
     asyncio.run(after.engine.run())
 
-    expected_missed = sum(len(s) for t0, s in whole.windows if 600.0 <= t0 and t0 + tick <= 1022.0)
+    expected_missed = sum(len(s) for t0, s in whole.windows if t0 >= 600.0 and t0 + tick <= 1022.0)
     assert missed == expected_missed == after.engine.counts.missed > 0
     # From where it joined, the resumed shard draws exactly what it would have drawn without the restart.
     want = [(t0, s) for t0, s in whole.windows if t0 + tick > 1022.0]
@@ -334,7 +335,8 @@ def test_merge_the_shards_summary_files_and_logs(capsys, tmp_path):
     assert fleet_out["shards"]["merged"] == [0, 1]
     zero = json.loads((tmp_path / "s0.json").read_text())
     assert fleet_out["sends"]["started"] == zero["sends"]["started"] + one["sends"]["started"]
-    assert "histograms" in whole and "histograms" not in fleet_out
+    assert "histograms" in whole
+    assert "histograms" not in fleet_out
     # The unsharded run of the same seed: the same arrivals, so the same count.
     code, _, _ = run_main(capsys, *common, "--summary-json", str(tmp_path / "plain.json"))
     assert json.loads((tmp_path / "plain.json").read_text())["sends"]["started"] == fleet_out["sends"]["started"]
