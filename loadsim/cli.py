@@ -254,6 +254,9 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
         metavar="TIME",
         help="run time 0 for every shard: an ISO time such as 2026-11-30T12:00:00Z, or Unix seconds",
     )
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the profile and every option as a run would, then exit"
+    )
 
 
 HTTP_ONLY = (
@@ -802,6 +805,8 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         resume = _resumed(state, identity(plan, options), start_at)
         if resume is not None and not plan.virtual:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
+    if getattr(args, "dry_run", False):
+        return _dry_run(plan, options, source)
     configure(args.log_level)
     try:
         summary = _run_loop(execute(plan, options, companion, resume))
@@ -814,6 +819,20 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
             print(json.dumps(summary, indent=2))
     else:
         _print_summary(plan, summary)
+    return EXIT_OK
+
+
+def _dry_run(plan: RunPlan, options: Any, source: str) -> int:
+    """What ``--dry-run`` prints: the plan, and where this process stands in its fleet."""
+    from loadsim.describe import describe_plan
+
+    print("\n".join(describe_plan(plan, source)))
+    fleet = options.fleet
+    if fleet is not None:
+        start = "when it starts" if fleet.start_at is None else _iso(fleet.start_at)
+        k, n = fleet.shard.index, fleet.shard.count
+        print(f"fleet: shard {fleet.shard} keeps arrival i when i % {n} == {k}; run time 0 at {start}")
+    print("dry run: every option checked; nothing ran")
     return EXIT_OK
 
 
