@@ -352,3 +352,35 @@ def test_merge_the_shards_summary_files_and_logs(capsys, tmp_path):
     code, err, _ = run_main(capsys, "merge", str(tmp_path / "plain.json"))
     assert code == 2
     assert "no shard summary: expected the --summary-json file or the JSON log of a run with --shard" in err
+
+
+def test_http_shards_merge_through_hdrhistograms_own_encoding():
+    """Requests: each shard's HdrHistograms travel encoded; the merge equals one histogram of every latency."""
+    from loadsim.drivers.http import HttpResults, record_bulk
+
+    rng = np.random.default_rng(4)
+    # Shards that saw different latencies (one behind a slower node): 20, 40 and 80 ms medians.
+    latencies = [rng.lognormal(np.log(0.02 * 2**k), 0.3, 20_000 * (k + 1)) for k in range(3)]
+    files, whole = [], HttpResults()
+    for k, values in enumerate(latencies):
+        shard = HttpResults()
+        for h in (shard.intended, shard.actual, shard.lateness, whole.intended, whole.actual, whole.lateness):
+            record_bulk(h, values)
+        shard.results.update({"2xx": len(values)})
+        data = {
+            "profile": "p",
+            "seed": 1,
+            "run_seconds": 10.0,
+            "requests": {"started": len(values), "target": 1.0},
+            "shard": {"index": k, "count": 3},
+            "histograms": histograms(None, type("D", (), {"results": shard})()),  # what execute() writes
+            **shard.to_dict(),
+        }
+        files.append(ShardFile(Path(f"s{k}"), json.loads(json.dumps(data))))
+    fleet_out = merge(files)
+    assert fleet_out["requests"]["started"] == sum(len(v) for v in latencies)
+    assert fleet_out["by_result"] == {"2xx": sum(len(v) for v in latencies)}
+    assert fleet_out["latency_from_intended_seconds"] == whole.to_dict()["latency_from_intended_seconds"]
+    # Not the average of the shards' medians (about 47 ms): the fleet's median is the 40 ms shard's region.
+    averaged = np.mean([f.data["latency_from_intended_seconds"]["p50"] for f in files])
+    assert abs(fleet_out["latency_from_intended_seconds"]["p50"] - averaged) > 0.005
