@@ -30,13 +30,16 @@ from loadsim.engine.checkpoint import Checkpoint, Identity
 from loadsim.engine.driver import Driver
 from loadsim.engine.keeper import StateKeeper, StateOptions
 from loadsim.engine.loop import AfterWindow, Engine, RunResult
-from loadsim.logs import get_logger
+from loadsim.logs import LogOutput, get_logger
 from loadsim.net import ListenAddress
 from loadsim.plan import RunPlan
 from loadsim.runtime.factory import build, run_clock
+from loadsim.runtime.judging import Judging
+from loadsim.runtime.measures import error_reasons, sample_reader
+from loadsim.runtime.view import progress
 from loadsim.sinks.metrics_server import MetricsServer
-from loadsim.sinks.progress import Progress, Reading
 from loadsim.sinks.pushgateway import Pusher, PushTarget
+from loadsim.thresholds import Threshold
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
@@ -57,6 +60,10 @@ class RunOptions:
     """Controller policy mode: one JSON line per controller run."""
     controller_prometheus: str | None = None
     """Controller policy mode: the Prometheus its queries go to (None: the in-process evaluator)."""
+    thresholds: tuple[Threshold, ...] = ()
+    """Pass/fail criteria judged over the run (the summary gets their verdicts)."""
+    logs: LogOutput | None = None
+    """Where log lines go: the live view prints them above itself while it is on screen."""
 
 
 class ListenError(Exception):
@@ -126,19 +133,22 @@ async def execute(
             _resume(engine, resume, options, log)
         if keeper is not None:
             await keeper.checkpoint()
-        await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
+        pusher = await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
         if keeper is not None:
             await stack.enter_async_context(_keeping(keeper))
-        progress = Progress(
-            plan.duration,
-            plan.schedule.expected,
-            lambda: _reading(engine),
+        read = sample_reader(run)
+        judging = Judging(options.thresholds, read, engine, log)
+        judging.view = progress(
+            stack,
+            engine,
+            read,
             service_clock,
             mode=options.progress,
-            logger=log,
+            logs=options.logs,
+            log=log,
+            pusher=pusher,
+            is_error_reason=error_reasons(run),
         )
-        engine.after_window.append(progress.maybe_report)
-        stack.callback(progress.close)
         stack.enter_context(_signals(engine, log))
         expected = round(plan.expected_sends())
         log.info("run.start", duration_seconds=plan.duration, expected_sends=expected, tick=plan.tick)
@@ -146,6 +156,8 @@ async def execute(
     out = engine.summary(
         run_seconds=result.run_seconds, wall_seconds=service_clock.now() - wall0, stopped_early=result.stopped_early
     )
+    verdicts = judging.verdicts(result.run_seconds)
+    out.update(judging.fields(verdicts))
     log.info("run.summary", **out)
     if options.summary_json is not None:
         write_atomically(options.summary_json, json.dumps(out, indent=2) + "\n")
@@ -160,14 +172,16 @@ async def _expose(  # noqa: PLR0917 - what the exposition needs, each once
     health: CollectorRegistry,
     clock: WallClock,
     log: Any,
-) -> None:
-    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes)."""
+) -> Pusher | None:
+    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes); the pusher if any."""
     if options.listen is not None:
         server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
         await stack.enter_async_context(_serving(server, options.listen, log))
-    if options.push is not None:
-        pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
-        await stack.enter_async_context(_pushing(pusher, log))
+    if options.push is None:
+        return None
+    pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
+    await stack.enter_async_context(_pushing(pusher, log))
+    return pusher
 
 
 def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -> None:
@@ -182,12 +196,6 @@ def _resume(engine: Engine, resume: Checkpoint, options: RunOptions, log: Any) -
         run_seconds=engine.t,
         missed_while_down=missed,
     )
-
-
-def _reading(engine: Engine) -> Reading:
-    c = engine.counts
-    d = engine.driver
-    return Reading(c.started, c.completed, d.errors(), d.latency_quantile(0.95), d.gate_percent())
 
 
 @contextlib.asynccontextmanager

@@ -34,6 +34,12 @@ class LatencyQuantiles:
         np.clip(idx, 0, _BINS + 1, out=idx)
         self.counts += np.bincount(idx, minlength=_BINS + 2)
 
+    @staticmethod
+    def values() -> NDArray[np.float64]:
+        """The value :meth:`quantile` reports for each bin (geometric midpoints; thresholds share the rule)."""
+        # The very expression quantile() evaluates, bin by bin: equal to the last bit, not just close.
+        return np.array([10 ** (_LOG_MIN + (i - 1) / _PER_DECADE + 0.5 / _PER_DECADE) for i in range(_BINS + 2)])
+
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (bin midpoint, geometric); NaN when empty."""
         total = int(self.counts.sum())
