@@ -94,7 +94,7 @@ def resolve_format(fmt: str, output: LogOutput) -> str:
     """``auto`` is ``console`` on a terminal and ``json`` anywhere else."""
     if fmt != "auto":
         return fmt
-    return "console" if output.is_terminal and os.environ.get("TERM") != "dumb" else "json"
+    return "console" if output.is_terminal else "json"
 
 
 BRIEF_EVENTS = {"run.summary": ("run_seconds", "wall_seconds", "stopped_early", "thresholds_ok")}
@@ -133,11 +133,12 @@ def configure(
     output = output or LogOutput(stream)
     processors: list[Any] = [structlog.processors.add_log_level]
     if resolve_format(fmt, output) == "console":
+        colors = not no_color() and os.environ.get("TERM") != "dumb"
         processors += [
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
             redact,
             _for_people,
-            structlog.dev.ConsoleRenderer(colors=not no_color(), pad_event_to=20, sort_keys=False),
+            structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=20, sort_keys=False),
         ]
     else:
         processors += [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ class TestExpressions:
             ("reason.gmail_5xx", "rate<0.001 every 1h", "rate", "<", 0.001, 3600.0),
         ],
     )
-    def test_valid(self, metric, text, aggregation, op, bound, window):
+    def test_valid(self, metric, text, aggregation, op, bound, window):  # noqa: PLR0917 - one per column
         th = parse_threshold(metric, text)
         assert (th.aggregation, th.op, th.window) == (aggregation, op, window)
         assert th.bound == pytest.approx(bound)
@@ -46,7 +47,11 @@ class TestExpressions:
         ("metric", "item", "message"),
         [
             ("latency", "rate<1", "latency has no aggregation 'rate'; expected one of: p(N), med, max"),
-            ("latency", "p(95)<5xx", "expected a latency such as 500ms, 1.5s or 500 (milliseconds, as in k6), got '5xx'"),
+            (
+                "latency",
+                "p(95)<5xx",
+                "expected a latency such as 500ms, 1.5s or 500 (milliseconds, as in k6), got '5xx'",
+            ),
             ("latency", "p(0)<1s", "p(N) needs 0 < N <= 100, got p(0)"),
             ("errors", "rate 0.1", "expected AGGREGATION OP VALUE [every DURATION] such as rate<0.01, got 'rate 0.1'"),
             ("errors", "rate<0.1 every 0s", "window must be > 0, got '0s'"),
@@ -56,13 +61,24 @@ class TestExpressions:
                 "unknown option 'abort' after the expression; expected abort_on_fail or delay_abort_eval=DURATION",
             ),
             ("errors", {"threshold": "rate<0.1", "delay_abort_eval": "1m"}, "delay_abort_eval goes with abort_on_fail"),
-            ("errors", {"threshold": "rate<0.1", "x": 1}, "unknown key 'x'; expected: " + "threshold, window, abort_on_fail, delay_abort_eval"),
-            ("p95", "x<1", "unknown measure 'p95'; expected one of: errors, latency, latency_intended, achieved_rate, drops, reason.NAME"),
+            (
+                "errors",
+                {"threshold": "rate<0.1", "x": 1},
+                "unknown key 'x'; expected: threshold, window, abort_on_fail, delay_abort_eval",
+            ),
+            (
+                "p95",
+                "x<1",
+                (
+                    "unknown measure 'p95'; expected one of: errors, latency, latency_intended, achieved_rate, drops, "
+                    "reason.NAME"
+                ),
+            ),
             ("reason", "count<1", "expected reason.NAME, e.g. reason.gmail_5xx"),
         ],
     )
     def test_refused_with_what_was_expected(self, metric, item, message):
-        with pytest.raises(ValueError, match=None) as e:
+        with pytest.raises(ValueError, match=re.escape(message)) as e:
             parse_threshold(metric, item)
         assert str(e.value) == message
 
@@ -74,16 +90,19 @@ class TestExpressions:
     def test_bad_profile_thresholds_exit_2_naming_file_and_key(self, tmp_path: Path, capsys):
         profile = tmp_path / "p.toml"
         profile.write_text(
-            '[thresholds]\nlatency = ["p(95)<500ms", "p(99)<bad"]\n'
-            '[thresholds.reason]\ngmail_5xx = ["p(95)<1"]\n'
+            '[thresholds]\nlatency = ["p(95)<500ms", "p(99)<bad"]\n[thresholds.reason]\ngmail_5xx = ["p(95)<1"]\n'
         )
         assert main(["run", str(profile), *VIRTUAL]) == 2
         err = capsys.readouterr().err.splitlines()
         assert err == [
-            f"loadsim: {profile}: thresholds.latency[1]: expected a latency such as 500ms, 1.5s or 500 "
-            "(milliseconds, as in k6), got 'bad'",
-            f"loadsim: {profile}: thresholds.reason: gmail_5xx[0]: reason.gmail_5xx has no aggregation 'p(95)'; "
-            "expected one of: count, rate",
+            (
+                f"loadsim: {profile}: thresholds.latency[1]: expected a latency such as 500ms, 1.5s or 500 "
+                "(milliseconds, as in k6), got 'bad'"
+            ),
+            (
+                f"loadsim: {profile}: thresholds.reason: gmail_5xx[0]: reason.gmail_5xx has no aggregation 'p(95)'; "
+                "expected one of: count, rate"
+            ),
         ]
 
     def test_what_the_driver_cannot_measure_is_refused_before_the_run(self, capsys):
@@ -176,7 +195,8 @@ class TestJudgeOnTheVirtualClock:
         assert 60.0 <= aborts[0] <= 60.0 + tick
         assert result.stopped_early
         assert result.run_seconds <= 60.0 + tick
-        assert judge.aborted is not None and judge.aborted.threshold.metric == "errors"
+        assert judge.aborted is not None
+        assert judge.aborted.threshold.metric == "errors"
 
     def test_a_lull_is_not_a_failing_window(self):
         keys = {

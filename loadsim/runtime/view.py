@@ -147,12 +147,15 @@ class RunView:
         e = self.engine
         if not e.stop_requested and e.t < e.plan.duration:
             return None
+        in_flight = e.driver.in_flight()
+        if not in_flight:
+            return None  # nothing left to wait for (or the drain is over)
         now = e.clock.now()
         if self._drain_since is None:
             self._drain_since = max(now, e.t)
         left = self._drain_since + e.plan.engine.grace - now
         why = self.stopping_why if e.stop_requested else "end"
-        return Drain(e.driver.in_flight(), left, why)
+        return Drain(in_flight, left, why)
 
 
 def _ratio(part: float, whole: float) -> float:

@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
-from rich.console import Console, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from loadsim.logs import LogOutput, no_color
@@ -36,6 +35,8 @@ S = TypeVar("S")
 S_contra = TypeVar("S_contra", contravariant=True)
 _SPARKS = "▁▂▃▄▅▆▇█"
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+LABEL = 9
+"""Width of the label column."""
 MIN_WIDTH = 72
 """Narrower than this, the block would wrap: the plain line is used instead."""
 
@@ -110,66 +111,93 @@ def _left(seconds: float) -> str:
     return "until stopped" if math.isinf(seconds) else f"{format_duration(max(seconds, 0.0))} left"
 
 
+def _row(label: str | Text, content: str | Text) -> Text:
+    """One line: a bold label in a fixed column, then its figures, cut (never wrapped) at the width."""
+    head = label if isinstance(label, Text) else Text(label, style="bold")
+    head.pad_right(LABEL - len(head.plain))
+    line = Text.assemble(head, " ", content)
+    line.no_wrap, line.overflow = True, "ellipsis"
+    return line
+
+
 def render_run(state: ViewState) -> RenderableType:
-    """The block: one labelled row per concern, each short enough for 80 columns."""
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(style="bold", no_wrap=True, min_width=9)
-    grid.add_column(overflow="ellipsis", no_wrap=True)
+    """The block: one labelled line per concern, each short enough for 80 columns.
+
+    Plain lines of :class:`~rich.text.Text` in a :class:`~rich.console.Group`, not a table:
+    a table measures every cell at every redraw, which cost three times as much.
+    """
+    rows = []
     left = max(state.duration - state.elapsed, 0.0)
-    grid.add_row(
-        Text("loadsim", style="bold cyan"),
-        Text.assemble(
-            (state.title, "bold"),
-            f"   elapsed {format_duration(state.elapsed)}   left {format_duration(left)}",
-        ),
+    rows.append(
+        _row(
+            Text("loadsim", style="bold cyan"),
+            Text.assemble(
+                (state.title, "bold"),
+                f"   elapsed {format_duration(state.elapsed)}   left {format_duration(left)}",
+            ),
+        )
     )
     ratio = state.achieved / state.target if state.target > 0 else math.nan
     rate_style = "green" if math.isnan(ratio) or ratio >= 0.95 else "yellow"
-    grid.add_row(
-        "rate",
-        Text.assemble(
-            (f"{state.achieved:,.1f}/s", rate_style),
-            f" of {state.target:,.1f}/s target  ",
-            (sparkline(state.history), "cyan"),
-        ),
+    rows.append(
+        _row(
+            "rate",
+            Text.assemble(
+                (f"{state.achieved:,.1f}/s", rate_style),
+                f" of {state.target:,.1f}/s target  ",
+                (sparkline(state.history), "cyan"),
+            ),
+        )
     )
-    grid.add_row(
-        state.noun,
-        Text.assemble(
-            f"{state.started:,} started   ",
-            (f"{state.dropped:,} dropped", "red" if state.dropped else ""),
-            f"   {state.in_flight:,} in flight",
-        ),
+    rows.append(
+        _row(
+            state.noun,
+            Text.assemble(
+                f"{state.started:,} started   ",
+                (f"{state.dropped:,} dropped", "red" if state.dropped else ""),
+                f"   {state.in_flight:,} in flight",
+            ),
+        )
     )
     errors = Text("-" if math.isnan(state.error_ratio) else f"{state.error_ratio:.2%}")
     if not math.isnan(state.error_ratio) and state.error_ratio > 0:
         errors.stylize("red" if state.error_ratio >= 0.05 else "yellow")
     if state.top_reasons:
         errors.append("   " + "  ".join(f"{name} {n:,}" for name, n in state.top_reasons))
-    grid.add_row("errors", errors)
+    rows.append(_row("errors", errors))
     p50, p95, p99 = state.latency
-    grid.add_row("latency", f"p50 {_seconds(p50)}   p95 {_seconds(p95)}   p99 {_seconds(p99)}   (last minute)")
-    grid.add_row("overlays", _overlays(state))
+    rows.append(_row("latency", f"p50 {_seconds(p50)}   p95 {_seconds(p95)}   p99 {_seconds(p99)}   (last minute)"))
+    rows.append(_row("overlays", _overlays(state)))
     extras = Text()
     if state.push is not None:
         extras.append(f"push {state.push}", "green" if state.push_ok else "bold red")
     if state.rollout is not None:
         extras.append(("   " if extras else "") + f"rollout {state.rollout}%")
     if extras:
-        grid.add_row("status", extras)
+        rows.append(_row("status", extras))
     if state.failing:
-        grid.add_row("thresholds", Text("✗ " + "  ✗ ".join(state.failing), style="red"))
+        rows.append(_row("failing", Text("✗ " + "  ✗ ".join(state.failing), style="red")))
     if state.drain is not None:
         d = state.drain
-        grid.add_row(
-            Text("stopping", style="bold yellow"),
-            Text.assemble(
-                (f"draining {d.in_flight:,} in flight", "yellow"),
-                f"   grace left {format_duration(max(d.grace_left, 0.0))}   ",
-                ("Ctrl-C again exits at once", "bold"),
-            ),
+        rows.append(
+            _row(
+                Text("stopping" if d.why != "end" else "finishing", style="bold yellow"),
+                Text.assemble(
+                    (f"draining {d.in_flight:,} in flight", "yellow"),
+                    f"   grace left {format_duration(max(d.grace_left, 0.0))}   ",
+                    _drain_hint(d),
+                ),
+            )
         )
-    return grid
+    return Group(*rows)
+
+
+def _drain_hint(d: Drain) -> Text:
+    if d.why == "end":
+        return Text("the schedule is done; Ctrl-C twice exits at once", style="dim")
+    if d.why.startswith("threshold"):
+        return Text.assemble((d.why, "red"), "   ", ("Ctrl-C exits at once", "bold"))
+    return Text("Ctrl-C again exits at once", style="bold")
 
 
 def _overlays(state: ViewState) -> Text:
@@ -207,8 +235,11 @@ def plain_line(state: ViewState) -> str:
     if state.drain is not None:
         d = state.drain
         parts = [
-            f"stopping: draining {d.in_flight:,} in flight, grace left {format_duration(max(d.grace_left, 0.0))}",
-            "Ctrl-C again exits at once",
+            (
+                f"{'finishing' if d.why == 'end' else 'stopping'}: draining {d.in_flight:,} in flight, "
+                f"grace left {format_duration(max(d.grace_left, 0.0))}"
+            ),
+            _drain_hint(d).plain,
         ]
     return "  ".join(parts)
 

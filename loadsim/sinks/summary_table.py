@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from loadsim.thresholds import Verdict
@@ -33,13 +32,32 @@ class OverlayRun:
     end: float
 
 
+VALUE = 12
+"""Width of the value column (right-aligned)."""
+
+
 def _name(text: str, indent: int = 4) -> Text:
     dots = max(LEADER - len(text), 2)
     return Text.assemble(" " * indent + text + " ", ("." * dots, "dim"))
 
 
-def _section(grid: Table, title: str) -> None:
-    grid.add_row(Text(f"  {title}", style="bold"), "", "")
+class _Lines:
+    """Rows of name, value and detail, laid out in fixed columns (a table that never re-wraps a row)."""
+
+    def __init__(self) -> None:
+        self.rows: list[Text] = []
+
+    def add_row(self, name: Text, value: str | Text, detail: str | Text) -> None:
+        value = value if isinstance(value, Text) else Text(value)
+        value.pad_left(max(VALUE - len(value.plain), 0))
+        self.rows.append(Text.assemble(name, " ", value, "  ", detail))
+
+    def section(self, title: str) -> None:
+        self.rows.append(Text(f"  {title}", style="bold"))
+
+
+def _section(grid: _Lines, title: str) -> None:
+    grid.section(title)
 
 
 def _latency(quantiles: Mapping[str, float]) -> str:
@@ -72,10 +90,7 @@ def render_summary(
     )
     if stopped:
         head.append(f", stopped early ({stopped})", "yellow")
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True)
-    grid.add_column(justify="right", no_wrap=True)
-    grid.add_column(no_wrap=True)
+    grid = _Lines()
     _section(grid, "TOTALS")
     rate = f"{s['achieved_rate_per_s']:,.2f}/s achieved of {s['target_rate_per_s']:,.2f}/s target"
     grid.add_row(_name(f"{noun} started"), f"{counts['started']:,}", rate)
@@ -106,12 +121,12 @@ def render_summary(
             if v.threshold.window is not None:
                 windows = "1 window" if v.windows == 1 else f"{v.windows} windows"
                 detail.append(f"  worst of {windows}, {v.failed_windows} failed", "dim")
-            name = _name(label, indent=2)
+            name = _name(label, indent=1)
             grid.add_row(Text.assemble("  ", mark, name), "", detail)
-    return Group(head, grid)
+    return Group(head, *grid.rows)
 
 
-def _status(grid: Table, s: Mapping[str, Any], noun: str) -> None:
+def _status(grid: _Lines, s: Mapping[str, Any], noun: str) -> None:
     if noun == "sends":
         by_status: Mapping[str, int] = s.get("by_status", {})
         total = sum(by_status.values())
