@@ -28,7 +28,14 @@ class Judging:
         self.view: RunView | None = None
         self.judge = Judge(thresholds, read, on_abort=self._abort)
         if thresholds:
-            engine.after_window.append(self.judge.after_window)
+            engine.after_window.append(self._after_window)
+
+    def _after_window(self, t: float, *_: object) -> None:
+        # The drain moves the engine's time on past the run's end: no window of the run ends there,
+        # and what finishes then is judged with the run (the final sample), not as a window of its own.
+        if self.engine.stop_requested or t > self.engine.plan.duration:
+            return
+        self.judge.after_window(t)
 
     def _abort(self, verdict: Verdict) -> None:
         th = verdict.threshold

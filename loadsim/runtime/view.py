@@ -76,6 +76,8 @@ class RunView:
         self._history: deque[float] = deque(maxlen=48)
         self._last = (0.0, 0)
         self._drain_since: float | None = None
+        self._stopped_at: float | None = None
+        """Run time when the run began to stop (a signal, an abort, or the schedule's end)."""
 
     def after_window(self, t: float, *_: object) -> None:
         """Redraw if the interval of wall time has passed (the common case returns at once)."""
@@ -93,7 +95,10 @@ class RunView:
         """What the view shows at run time ``t``."""
         e = self.engine
         plan = e.plan
-        t = min(t, plan.duration) if self._drain_since is None else t
+        if self._stopped_at is None and (e.stop_requested or e.t >= plan.duration):
+            self._stopped_at = min(e.t, plan.duration)
+        # Once stopping, run time stands still for the view (the drain moves the engine's clock on).
+        t = min(t, plan.duration) if self._stopped_at is None else self._stopped_at
         sample = self.read(t)
         self._remember(sample)
         base = self._ring[0]
@@ -107,7 +112,7 @@ class RunView:
         push, push_ok = (None, True) if self.pusher is None else self.pusher.status()[::-1]
         return ViewState(
             title=self.title,
-            elapsed=min(e.t, plan.duration),
+            elapsed=t,
             duration=plan.duration,
             noun=e.driver.noun,
             achieved=achieved,
@@ -119,8 +124,10 @@ class RunView:
             error_ratio=_ratio(sample.errors - base.errors, sample.error_base - base.error_base),
             top_reasons=self._top_reasons(sample, base),
             latency=_latency(sample, base),
-            overlays=[OverlayView(a.overlay.name, a.overlay.end - e.t, a.intensity) for a in e.active],
-            next_overlay=_next_overlay(e, t),
+            overlays=[
+                OverlayView(a.overlay.name, a.overlay.end - t, a.intensity) for a in e.active if a.overlay.end > t
+            ],
+            next_overlay=_next_overlay(e, t) if self._stopped_at is None else None,
             push=push,
             push_ok=push_ok,
             rollout=e.driver.gate_percent(),

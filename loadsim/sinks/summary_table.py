@@ -48,6 +48,9 @@ class _Lines:
         self.rows: list[Text] = []
 
     def add_row(self, name: Text, value: str | Text, detail: str | Text) -> None:
+        if not value:  # a row of details alone (latency, overlays, thresholds) starts right after the name
+            self.rows.append(Text.assemble(name, " ", detail))
+            return
         value = value if isinstance(value, Text) else Text(value)
         value.pad_left(max(VALUE - len(value.plain), 0))
         self.rows.append(Text.assemble(name, " ", value, "  ", detail))
