@@ -124,6 +124,7 @@ class RunView:
             error_ratio=_ratio(sample.errors - base.errors, sample.error_base - base.error_base),
             top_reasons=self._top_reasons(sample, base),
             latency=_latency(sample, base),
+            span=max(t - base.t, 0.0),
             overlays=[
                 OverlayView(a.overlay.name, a.overlay.end - t, a.intensity) for a in e.active if a.overlay.end > t
             ],

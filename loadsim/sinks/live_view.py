@@ -80,6 +80,8 @@ class ViewState:
     top_reasons: Sequence[tuple[str, int]] = ()
     latency: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     """p50, p95, p99 over the last minute of run time."""
+    span: float = 60.0
+    """Run time the error and latency figures cover (a virtual run moves minutes between two redraws)."""
     overlays: Sequence[OverlayView] = ()
     next_overlay: tuple[str, float] | None = None
     """The next overlay due: its name and the run time until it starts."""
@@ -105,6 +107,10 @@ def _seconds(value: float) -> str:
     if math.isnan(value):
         return "-"
     return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
+
+
+def _span(seconds: float) -> str:
+    return "last minute" if 55 <= seconds <= 65 else f"last {format_duration(seconds)}"
 
 
 def _left(seconds: float) -> str:
@@ -166,7 +172,8 @@ def render_run(state: ViewState) -> RenderableType:
         errors.append("   " + "  ".join(f"{name} {n:,}" for name, n in state.top_reasons))
     rows.append(_row("errors", errors))
     p50, p95, p99 = state.latency
-    rows.append(_row("latency", f"p50 {_seconds(p50)}   p95 {_seconds(p95)}   p99 {_seconds(p99)}   (last minute)"))
+    quantiles = f"p50 {_seconds(p50)}   p95 {_seconds(p95)}   p99 {_seconds(p99)}"
+    rows.append(_row("latency", f"{quantiles}   ({_span(state.span)})"))
     rows.append(_row("overlays", _overlays(state)))
     extras = Text()
     if state.push is not None:
