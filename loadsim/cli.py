@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import ssl
@@ -20,12 +21,13 @@ from urllib.parse import urlsplit
 
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
-from loadsim.logs import LEVELS, configure
+from loadsim.logs import FORMATS, LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
 from loadsim.shard import INDEX_ENV, Shard
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
+from loadsim.thresholds import EXIT_THRESHOLDS, Threshold, parse_option
 from loadsim.units import format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
@@ -200,8 +202,21 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-listen", action="store_true", help="do not serve /metrics")
     p.add_argument("--virtual", action="store_true", help="run on the virtual clock (as fast as the CPU allows)")
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the end-of-run summary here")
-    p.add_argument("--progress", choices=("auto", "line", "json", "off"), default="auto")
-    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "live", "line", "json", "off"),
+        default="auto",
+        help="auto (default): the live view on a terminal, a plain line on a dumb or narrow one, JSON events elsewhere",
+    )
+    _log_args(p)
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC:EXPR",
+        help="pass/fail criterion, e.g. 'latency:p(95)<500ms' or 'errors:rate<0.01 every 5m, abort_on_fail' "
+        f"(repeatable; any failing exits {EXIT_THRESHOLDS})",
+    )
     p.add_argument(
         "--pushgateway",
         default=os.environ.get("PUSHGATEWAY_URL"),
@@ -256,6 +271,16 @@ def _fleet_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dry-run", action="store_true", help="check the profile and every option as a run would, then exit"
+    )
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="auto (default): human lines on a terminal (NO_COLOR honoured), JSON lines elsewhere",
     )
 
 
@@ -640,7 +665,6 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
     from loadsim.report.own import served
@@ -751,12 +775,12 @@ def _drill(args: argparse.Namespace) -> int:
         card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
         card_holder.append(card)
 
-    _execute(args, profile, "drill", companion=drill)
+    code = _execute(args, profile, "drill", companion=drill)
     card = card_holder[0]
     print("\n".join(card.lines()))
     if args.json is not None:
         args.json.write_text(card_json(card), encoding="utf-8")
-    return EXIT_OK if card.score == 6 else EXIT_FAILURE
+    return code if card.score == 6 else EXIT_FAILURE
 
 
 def _allowed_hosts(args: argparse.Namespace) -> set[str]:
@@ -785,6 +809,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
     plan = build_plan(profile, virtual=args.virtual, wall_epoch=start_at or time.time(), source=source)
     http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
     controller_prometheus = _controller_options(args, plan, problems)
+    thresholds = _thresholds(args, profile, source, problems)
     if problems:
         raise ConfigError(problems)
     if http is not None and http.fault_control is not None:
@@ -799,6 +824,7 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
         fleet=fleet,
+        thresholds=thresholds,
     )
     resume = None
     if state is not None:
@@ -807,19 +833,39 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
     if getattr(args, "dry_run", False):
         return _dry_run(plan, options, source)
-    configure(args.log_level)
+    options = dataclasses.replace(options, logs=configure(args.log_level, fmt=args.log_format))
     try:
         summary = _run_loop(execute(plan, options, companion, resume))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     except StateError as e:
         raise ConfigError.single(str(args.state), "", str(e)) from None
-    if http is not None:
-        if sys.stdout.isatty():
-            print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(plan, summary)
-    return EXIT_OK
+    _print_summary(plan, summary, thresholds, driver="sim" if http is None else "http")
+    return EXIT_OK if summary.get("thresholds_ok", True) else EXIT_THRESHOLDS
+
+
+def _thresholds(
+    args: argparse.Namespace, profile: Profile, source: str, problems: list[Problem]
+) -> tuple[Threshold, ...]:
+    """The profile's thresholds, then ``--threshold``'s; what the driver cannot measure goes to ``problems``."""
+    from loadsim.runtime.measures import reason_problem
+
+    http = getattr(args, "driver", "sim") == "http"
+    found: list[tuple[str, str, Threshold]] = [
+        (source, f"thresholds.{th.metric}", th) for th in profile.thresholds.all()
+    ]
+    for text in args.threshold:
+        try:
+            found.append(("--threshold", "", parse_option(text)))
+        except ValueError as e:
+            problems.append(Problem("--threshold", "", f"{text}: {e}"))
+    for where, key, th in found:
+        if th.family == "latency_intended" and not http:
+            intended = "latency_intended is the HTTP driver's (from each request's intended start); use latency"
+            problems.append(Problem(where, key, intended))
+        elif th.reason is not None and (why := reason_problem(th.reason, http=http)) is not None:
+            problems.append(Problem(where, key, why))
+    return tuple(th for _, _, th in found)
 
 
 def _dry_run(plan: RunPlan, options: Any, source: str) -> int:
@@ -1071,17 +1117,23 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def _print_summary(plan: RunPlan, s: dict[str, Any]) -> None:
+def _print_summary(plan: RunPlan, s: dict[str, Any], thresholds: Sequence[Threshold], *, driver: str) -> None:
+    """The end-of-run table on a terminal (off one, the ``run.summary`` event already carries it all)."""
     if not sys.stdout.isatty():
-        return  # the run.summary log event already carries it
-    sends = s["sends"]
-    lat = s["latency_seconds"]
-    print(
-        f"\n{plan.name}: {format_duration(s['run_seconds'])} of traffic in {format_duration(s['wall_seconds'])}"
-        f"\n  sends     {sends['started']:,} started, {sends['finished']:,} finished, "
-        f"{sends['dropped']:,} dropped, {sends['abandoned']:,} abandoned"
-        f"\n  rate      {s['achieved_rate_per_s']:.3f}/s achieved, {s['target_rate_per_s']:.3f}/s target"
-        f"\n  status    {json.dumps(s['by_status'])}"
-        f"\n  reasons   {json.dumps(s['by_reason'])}"
-        f"\n  latency   p50 {lat['p50']}s  p95 {lat['p95']}s  p99 {lat['p99']}s"
-    )
+        return
+    from rich.console import Console
+
+    from loadsim.logs import no_color
+    from loadsim.sinks.summary_table import OverlayRun, render_summary
+    from loadsim.thresholds import from_summary
+
+    end = s["run_seconds"]
+    overlays = [OverlayRun(ov.name, ov.start, min(ov.end, end)) for ov in plan.timeline.overlays if ov.start < end]
+    stopped = None
+    if s.get("aborted_by_threshold"):
+        stopped = f"threshold {s['aborted_by_threshold']}"
+    elif s.get("stopped_early"):
+        stopped = "signal"
+    title = f"{plan.name} · {driver} · seed {plan.seed}" + (" · virtual" if plan.virtual else "")
+    table = render_summary(s, title=title, overlays=overlays, verdicts=from_summary(thresholds, s), stopped=stopped)
+    Console(no_color=no_color() or None, highlight=False).print(table)

@@ -30,15 +30,18 @@ from loadsim.engine.checkpoint import Checkpoint, Identity
 from loadsim.engine.driver import Driver, Stateful
 from loadsim.engine.keeper import StateKeeper, StateOptions
 from loadsim.engine.loop import AfterWindow, Engine, RunResult
-from loadsim.logs import get_logger
+from loadsim.logs import LogOutput, get_logger
 from loadsim.net import ListenAddress
 from loadsim.plan import RunPlan
 from loadsim.runtime.factory import Run, build, run_clock
 from loadsim.runtime.fleet import FleetOptions, StartWatch, catch_up, histograms, shard_summary
+from loadsim.runtime.judging import Judging
+from loadsim.runtime.measures import error_reasons, sample_reader
+from loadsim.runtime.view import progress
 from loadsim.shard import ShardArrivals
 from loadsim.sinks.metrics_server import MetricsServer
-from loadsim.sinks.progress import Progress, Reading
 from loadsim.sinks.pushgateway import Pusher, PushTarget
+from loadsim.thresholds import Threshold
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
@@ -61,6 +64,10 @@ class RunOptions:
     """Controller policy mode: the Prometheus its queries go to (None: the in-process evaluator)."""
     fleet: FleetOptions | None = None
     """This run as one shard of a fleet (``--shard``, ``--start-at``); None for a run of its own."""
+    thresholds: tuple[Threshold, ...] = ()
+    """Pass/fail criteria judged over the run (the summary gets their verdicts)."""
+    logs: LogOutput | None = None
+    """Where log lines go: the live view prints them above itself while it is on screen."""
 
 
 class ListenError(Exception):
@@ -130,19 +137,22 @@ async def execute(
         watch = _start(run, options, resume, components, service_clock, log)
         if keeper is not None:
             await keeper.checkpoint()
-        await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
+        pusher = await _expose(stack, engine, options, exposed, run.registry, service_clock, log)
         if keeper is not None:
             await stack.enter_async_context(_keeping(keeper))
-        progress = Progress(
-            plan.duration,
-            plan.schedule.expected,
-            lambda: _reading(engine),
+        read = sample_reader(run)
+        judging = Judging(options.thresholds, read, engine, log)
+        judging.view = progress(
+            stack,
+            engine,
+            read,
             service_clock,
             mode=options.progress,
-            logger=log,
+            logs=options.logs,
+            log=log,
+            pusher=pusher,
+            is_error_reason=error_reasons(run),
         )
-        engine.after_window.append(progress.maybe_report)
-        stack.callback(progress.close)
         stack.enter_context(_signals(engine, log))
         expected = round(plan.expected_sends())
         log.info("run.start", duration_seconds=plan.duration, expected_sends=expected, tick=plan.tick)
@@ -150,6 +160,8 @@ async def execute(
     out = engine.summary(
         run_seconds=result.run_seconds, wall_seconds=service_clock.now() - wall0, stopped_early=result.stopped_early
     )
+    verdicts = judging.verdicts(result.run_seconds)
+    out.update(judging.fields(verdicts))
     hist = histograms(run.summary, run.driver)
     if options.fleet is not None:
         # A shard's log line carries its histograms too: a finished pod's log is what `kubectl logs`
@@ -199,14 +211,16 @@ async def _expose(  # noqa: PLR0917 - what the exposition needs, each once
     health: CollectorRegistry,
     clock: WallClock,
     log: Any,
-) -> None:
-    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes)."""
+) -> Pusher | None:
+    """The ``/metrics`` server and the pusher, entered on ``stack`` (served while the run goes); the pusher if any."""
     if options.listen is not None:
         server = MetricsServer(exposed, ready=lambda: engine.running, serving=lambda: engine.state.exposition_up)
         await stack.enter_async_context(_serving(server, options.listen, log))
-    if options.push is not None:
-        pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
-        await stack.enter_async_context(_pushing(pusher, log))
+    if options.push is None:
+        return None
+    pusher = Pusher(options.push, exposed, health, log, clock=clock, serving=lambda: engine.state.exposition_up)
+    await stack.enter_async_context(_pushing(pusher, log))
+    return pusher
 
 
 def _resume(engine: Engine, resume: Checkpoint, components: dict[str, Stateful], options: RunOptions, log: Any) -> None:
@@ -230,12 +244,6 @@ def _join(engine: Engine, arrivals: ShardArrivals, log: Any) -> None:
     missed = catch_up(engine, arrivals, now)
     if engine.t > 0:
         log.info("fleet.joined", run_seconds=engine.t, now_run_seconds=round(now, 3), missed=missed)
-
-
-def _reading(engine: Engine) -> Reading:
-    c = engine.counts
-    d = engine.driver
-    return Reading(c.started, c.completed, d.errors(), d.latency_quantile(0.95), d.gate_percent())
 
 
 @contextlib.asynccontextmanager

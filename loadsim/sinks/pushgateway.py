@@ -111,6 +111,7 @@ class Pusher:
         self.last_success = Gauge("loadsim_push_last_success_unixtime", "Time of the last good push", registry=reg)
         self._task: asyncio.Task[None] | None = None
         self._outage_since: float | None = None
+        self._last_ok: float | None = None
         self._failed_attempts = 0
         self._deleted = False
         self.backoff_cap = 30.0
@@ -163,6 +164,7 @@ class Pusher:
                 self.log.warning("push.outage", url=self.target.url, error=_describe(e))
             return False
         self.pushes.inc()
+        self._last_ok = self.clock.now()
         self.last_success.set(self.clock.wall())
         if self._outage_since is not None:
             self.log.info(
@@ -174,6 +176,15 @@ class Pusher:
             self._outage_since = None
             self._failed_attempts = 0
         return True
+
+    def status(self) -> tuple[bool, str]:
+        """For people (the live view): healthy or not, and since when."""
+        now = self.clock.now()
+        if self._outage_since is not None:
+            return False, f"failing for {now - self._outage_since:.0f}s ({self._failed_attempts} attempts)"
+        if self._last_ok is None:
+            return True, "starting"
+        return True, f"ok, last {now - self._last_ok:.0f}s ago"
 
     def next_delay(self) -> float:
         """The interval when healthy; capped exponential backoff with full jitter during an outage."""

@@ -60,6 +60,11 @@ class LatencyQuantiles:
         for i, n in data["counts"]:
             out.counts[int(i)] += int(n)
         return out
+    @staticmethod
+    def values() -> NDArray[np.float64]:
+        """The value :meth:`quantile` reports for each bin (geometric midpoints; thresholds share the rule)."""
+        # The very expression quantile() evaluates, bin by bin: equal to the last bit, not just close.
+        return np.array([10 ** (_LOG_MIN + (i - 1) / _PER_DECADE + 0.5 / _PER_DECADE) for i in range(_BINS + 2)])
 
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (bin midpoint, geometric); NaN when empty."""
