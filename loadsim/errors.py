@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The exit codes are a stable interface (the README's table): CI gates on them, as on k6's.
+# A run whose threshold failed exits 99, k6's code (``EXIT_THRESHOLDS``, with the thresholds).
 EXIT_OK = 0
 """Success: the run finished, the check passed, every expectation held, the report says go."""
 EXIT_FAILURE = 1

@@ -36,6 +36,7 @@ from loadsim import errors
 from loadsim.cli import build_parser, main
 from loadsim.overlays.scenarios import ALL_ALERTS, ERR_CRIT, LAT_CRIT, SCENARIOS
 from loadsim.testing import Binaries, BinaryNotFoundError, Stack
+from loadsim.thresholds import EXIT_THRESHOLDS
 from loadsim.verify.matrix import default_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,11 +162,22 @@ class TestExitCodes:
         cells = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:6]] for r in rows}
         commands = {c.strip("`") for row in cells for c in row.split(", ")}
         subparsers = next(a for a in build_parser()._actions if a.dest == "command")
-        assert commands == set(subparsers.choices)  # type: ignore[arg-type]
-        codes = {tuple(c.split(" ", 1)[0] for c in row) for row in cells.values()}
-        ok, usage = str(errors.EXIT_OK), str(errors.EXIT_USAGE)
-        failed, no_go = str(errors.EXIT_FAILURE), str(errors.EXIT_NO_GO)
-        assert codes == {(ok, usage, "–", "–"), (ok, usage, failed, "–"), (ok, usage, "–", no_go)}
+        assert commands == set(subparsers.choices)
+        ok, usage, no = str(errors.EXIT_OK), str(errors.EXIT_USAGE), "–"
+        failed, no_go, thresholds = str(errors.EXIT_FAILURE), str(errors.EXIT_NO_GO), str(EXIT_THRESHOLDS)
+        codes = {
+            name.strip("`"): tuple(cell.split(" ", 1)[0] for cell in row)
+            for names, row in cells.items()
+            for name in names.split(", ")
+        }
+        expected = dict.fromkeys(commands, (ok, usage, no, no))
+        expected |= {"run": (ok, usage, thresholds, no), "scenario": (ok, usage, thresholds, no)}
+        expected |= {
+            "verify": (ok, usage, failed, no),
+            "drill": (ok, usage, failed, no),
+            "report": (ok, usage, no, no_go),
+        }
+        assert codes == expected
         assert (errors.EXIT_OK, errors.EXIT_FAILURE, errors.EXIT_USAGE, errors.EXIT_NO_GO, errors.EXIT_ERROR) == (
             0, 1, 2, 3, 4,
         )  # fmt: skip
