@@ -331,9 +331,8 @@ def run_action(
         script = runner_temp / f"step-{index}.sh"
         script.write_text(interpolate(str(step["run"]), contexts), encoding="utf-8")
         env = {
+            **os.environ,  # a runner's steps see the machine's environment, as here
             "PATH": os.pathsep.join([*search_path, os.environ.get("PATH", "/usr/bin:/bin")]),
-            "HOME": os.environ.get("HOME", str(runner_temp)),
-            "LANG": "C.UTF-8",
             "CI": "true",
             "GITHUB_ACTIONS": "true",
             "GITHUB_WORKSPACE": str(workspace),
