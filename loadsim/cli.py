@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backfill_args(sub)
     _rollout_args(sub)
     _report_args(sub)
+    _calibrate_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -162,6 +163,25 @@ def _report_args(sub: Any) -> None:
     report.add_argument("--rules", nargs="+", type=Path, metavar="FILE", help="rule files (default: the relay's, v1)")
     report.add_argument("--step", default="60s", help="time between the plotted points (default 60s)")
     report.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
+
+
+def _calibrate_args(sub: Any) -> None:
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="fit a profile to a relay's history in Prometheus: daily curve, latency, MIME, errors, side counters",
+    )
+    calibrate.add_argument("--prometheus", required=True, metavar="URL", help="the Prometheus that holds the history")
+    calibrate.add_argument("--from", dest="start", required=True, metavar="TIME", help="window start: ISO time")
+    calibrate.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now")
+    calibrate.add_argument("--out", type=Path, required=True, metavar="FILE", help="the profile to write (TOML)")
+    calibrate.add_argument(
+        "--shape",
+        choices=("auto", "diurnal", "hourly"),
+        default="auto",
+        help="send-rate shape: the diurnal curve, the hours replayed, or auto (diurnal unless it fits poorly)",
+    )
+    calibrate.add_argument("--name", default="calibrated", help="the profile's name (default calibrated)")
+    calibrate.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
 
 
 def _rollout_args(sub: Any) -> None:
@@ -384,6 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollout": _rollout,
         "backfill": _backfill,
         "report": _report,
+        "calibrate": _calibrate,
         "drill": _drill,
         "scale-rules": _scale_rules,
         "fake-gmail": _fake_gmail,
@@ -641,6 +662,58 @@ def _report(args: argparse.Namespace) -> int:
         print(f"  {'PASS' if item.passed else 'FAIL'}  {item.name}: {item.evidence}")
     print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
     return EXIT_GO if r.go else EXIT_NO_GO
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadsim.calibrate.fit_rate import MIN_DIURNAL_SECONDS
+    from loadsim.calibrate.read import HOUR, iso
+    from loadsim.calibrate.run import outputs, run
+    from loadsim.report.prom import SourceError
+
+    problems: list[Problem] = []
+    url = _control_url(args, "--prometheus", args.prometheus, problems)
+    start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
+    span = end - start
+    if not problems and span < HOUR:
+        problems.append(Problem("--to", "", f"the window is {format_duration(max(span, 0))}; it needs at least 1h"))
+    elif not problems and args.shape != "hourly" and span < MIN_DIURNAL_SECONDS:
+        problems.append(
+            Problem(
+                "--from/--to",
+                "",
+                f"the window is {format_duration(span)}; a diurnal fit needs at least 24h of history "
+                "(--shape hourly replays a shorter one)",
+            )
+        )
+    for path in outputs(args.out).values():
+        _check_output(path, "--out", problems)
+    if problems or url is None:
+        raise ConfigError(problems)
+    t0 = time.monotonic()
+    try:
+        cal, files = run(url, start, end, args.out, args.shape, args.name)
+    except SourceError as e:
+        raise ConfigError.single("--prometheus", "", str(e)) from None
+    w = cal.window
+    print(
+        f"calibrated from {w.prometheus}, {iso(w.start)} to {iso(w.end)}: {w.hours} hours, {w.sends:,.0f} sends "
+        f"(fits {cal.seconds:.1f}s, {time.monotonic() - t0:.1f}s in all)"
+    )
+    print(f"send rate: {cal.rate.shape}, {cal.rate.why}")
+    for g in cal.goodness:
+        print(f"  {g.name}: {g.verdict()}")
+    shown = ("schedule.", "model.latency.", "model.mime.", "model.attachments.", "controller.")
+    for e in cal.estimates:
+        if e.fitted and e.key.startswith(shown):
+            se = "" if e.se is None else f" ± {e.se:.2g}"
+            print(f"  {e.key:42} {e.value:.6g}{se} {e.unit}".rstrip())
+    fitted = [e for e in cal.estimates if e.key.startswith("model.errors.")]
+    total = sum(e.value for e in fitted)
+    print(f"  error mix: {len(fitted)} outcomes, {total:.4%} of sends fail (each with its error in the report)")
+    for warning in cal.warnings:
+        print(f"loadsim: warning: {warning}", file=sys.stderr)
+    print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+    return EXIT_OK
 
 
 def _rollout(args: argparse.Namespace) -> int:
