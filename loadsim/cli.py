@@ -691,7 +691,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(problems)
     t0 = time.monotonic()
     try:
-        cal, files = run(url, start, end, args.out, args.shape, args.name)
+        cal, files = run(url, (start, end), args.out, args.shape, args.name)
     except SourceError as e:
         raise ConfigError.single("--prometheus", "", str(e)) from None
     w = cal.window
@@ -703,12 +703,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     for g in cal.goodness:
         print(f"  {g.name}: {g.verdict()}")
     shown = ("schedule.", "model.latency.", "model.mime.", "model.attachments.", "controller.")
-    for e in cal.estimates:
-        if e.fitted and e.key.startswith(shown):
-            se = "" if e.se is None else f" ± {e.se:.2g}"
-            print(f"  {e.key:42} {e.value:.6g}{se} {e.unit}".rstrip())
-    fitted = [e for e in cal.estimates if e.key.startswith("model.errors.")]
-    total = sum(e.value for e in fitted)
+    for est in cal.estimates:
+        if est.fitted and est.key.startswith(shown):
+            se = "" if est.se is None else f" ± {est.se:.2g}"
+            print(f"  {est.key:42} {est.value:.6g}{se} {est.unit}".rstrip())
+    fitted = [est for est in cal.estimates if est.key.startswith("model.errors.")]
+    total = sum(est.value for est in fitted)
     print(f"  error mix: {len(fitted)} outcomes, {total:.4%} of sends fail (each with its error in the report)")
     for warning in cal.warnings:
         print(f"loadsim: warning: {warning}", file=sys.stderr)

@@ -129,7 +129,9 @@ def _truth_values() -> dict[str, float]:
     model: ModelParams = profile.model
     for section in ("latency", "mime", "attachments", "inline", "sanitization", "oauth"):
         params = getattr(model, section)
-        values |= {f"model.{section}.{k}": float(getattr(params, k)) for k in (f.name for f in dataclasses.fields(params))}
+        values |= {
+            f"model.{section}.{k}": float(getattr(params, k)) for k in (f.name for f in dataclasses.fields(params))
+        }
     values |= {f"model.errors.{k}": v for k, v in model.errors.items()}
     values |= {"controller.interval": profile.controller.interval,
                "controller.failure_probability": profile.controller.failure_probability,
@@ -139,9 +141,7 @@ def _truth_values() -> dict[str, float]:
 
 @pytest.mark.stack
 class TestRecovery:
-    def test_every_parameter_is_recovered_within_its_uncertainty(
-        self, calibrated: Path, truth_week: History
-    ) -> None:
+    def test_every_parameter_is_recovered_within_its_uncertainty(self, calibrated: Path, truth_week: History) -> None:
         out = calibrated
         report = json.loads(out.with_name("profile.fit.json").read_text())
         truth = _truth_values()
@@ -190,9 +190,7 @@ def _two_poisson(a: np.ndarray, b: np.ndarray) -> tuple[float, int, float]:
 
 
 @pytest.mark.stack
-def test_the_calibrated_profile_reproduces_the_history(
-    calibrated: Path, truth_week: History, tmp_path: Path
-) -> None:
+def test_the_calibrated_profile_reproduces_the_history(calibrated: Path, truth_week: History, tmp_path: Path) -> None:
     """The round trip: the calibrated profile's week, in a second Prometheus, against the original's.
 
     Both weeks are read the same way (the calibration's reader). Each comparison treats the
@@ -215,7 +213,10 @@ def test_the_calibrated_profile_reproduces_the_history(
         "hourly sends": (original.hourly_sends, copy.hourly_sends),
         "latency buckets": (original.latency, copy.latency),
         "MIME buckets": (original.mime, copy.mime),
-        "errors by reason": (np.array([original.errors[r] for r in reasons]), np.array([copy.errors[r] for r in reasons])),
+        "errors by reason": (
+            np.array([original.errors[r] for r in reasons]),
+            np.array([copy.errors[r] for r in reasons]),
+        ),
     }
     results = {name: _two_poisson(a, b) for name, (a, b) in comparisons.items()}
     print("\nround trip (X², df, p):", {k: (round(x, 1), d, round(p, 3)) for k, (x, d, p) in results.items()})
@@ -262,13 +263,12 @@ class TestBadInput:
     ) -> None:
         assert _calibrate("http://prometheus.example:9090", START, END, tmp_path / "none" / "p.toml") == 2
         err = capsys.readouterr().err.splitlines()
-        assert err[0] == "loadsim: --prometheus: prometheus.example is not on loopback; allow it with --allow-host prometheus.example"
+        host = "prometheus.example"
+        assert err[0] == f"loadsim: --prometheus: {host} is not on loopback; allow it with --allow-host {host}"
         assert err[1].startswith(f"loadsim: --out: {tmp_path / 'none'} does not exist")
 
     @pytest.mark.stack
-    def test_an_empty_window(
-        self, truth_week: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-    ) -> None:
+    def test_an_empty_window(self, truth_week: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         code = _calibrate(truth_week.prometheus.url, datetime(2020, 1, 1, tzinfo=UTC),
                           datetime(2020, 1, 3, tzinfo=UTC), tmp_path / "p.toml")  # fmt: skip
         assert code == 2
@@ -321,7 +321,10 @@ def _hand_made(path: Path) -> None:
     for le, points in by_le.items():
         latency += _series_lines("action_latency_seconds_bucket", f'{SEL},le="{le}"', points)
     lines += latency
-    lines += ["# TYPE gmail_mime_build_seconds histogram", "# HELP gmail_mime_build_seconds Time to build a MIME message"]
+    lines += [
+        "# TYPE gmail_mime_build_seconds histogram",
+        "# HELP gmail_mime_build_seconds Time to build a MIME message",
+    ]
     for le, share in zip(("0.01", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "+Inf"),
                          (0.3, 0.9, 0.97, 0.99, 0.999, 1, 1, 1, 1), strict=True):  # fmt: skip
         mime += _series_lines("gmail_mime_build_seconds_bucket", f'le="{le}"',
@@ -356,7 +359,11 @@ class TestHandMade:
         start = T0 + timedelta(days=2, hours=1)
         assert _calibrate(hand_made.url, start, start + timedelta(days=1, hours=22), tmp_path / "p.toml") == 2
         line = _one_line(capsys)
-        assert "action_latency_seconds has buckets le=0.005,0.05,0.5,5,+Inf; calibrate fits the relay's layout le=0.1,0.25,0.5,1,2.5,5,10,30,60,+Inf" in line
+        relay = "0.1,0.25,0.5,1,2.5,5,10,30,60,+Inf"
+        assert (
+            f"action_latency_seconds has buckets le=0.005,0.05,0.5,5,+Inf; calibrate fits the relay's layout le={relay}"
+            in line
+        )
         assert "; no gmail_mime_build_seconds_bucket series from 2026-11-04T01:00:00Z to 2026-11-05T23:00:00Z" in line
 
     def test_a_poor_fit_is_written_with_a_warning_and_auto_replays_the_hours(
@@ -382,3 +389,31 @@ class TestHandMade:
         # 01:00-02:00 at 300 sends per 5 minutes; 08:00-09:00 at 3000 (each hour's increase ends on the hour).
         assert rates[0] == pytest.approx(300 * 12 / 3600)
         assert rates[7] == pytest.approx(3000 * 12 / 3600)
+
+
+# -- the pieces ----------------------------------------------------------------------------------------
+
+
+class TestPieces:
+    def test_the_closed_form_attachment_bytes_agree_with_the_samplers_draws(self) -> None:
+        from loadsim.calibrate.fit_mime import bytes_moments
+        from loadsim.model.params import AttachmentParams
+        from loadsim.model.sampler import draw_attachments
+
+        # Large sizes, so the relay's caps (25 MB an attachment, 50 MB a send) matter.
+        params = AttachmentParams(extra_mean=2.5, size_p50_bytes=4e6, size_p95_bytes=3e7)
+        mean, second = bytes_moments(params)
+        _, drawn = draw_attachments(np.random.default_rng(5), 400_000, params)
+        se = math.sqrt((second - mean**2) / len(drawn))
+        assert abs(float(drawn.mean()) - mean) < 4 * se, (float(drawn.mean()), mean, se)
+        assert float((drawn**2).mean()) == pytest.approx(second, rel=0.01)
+
+    def test_cells_expecting_fewer_than_five_join_a_neighbour(self) -> None:
+        from loadsim.calibrate.estimate import Row
+        from loadsim.calibrate.goodness import merged, pearson
+
+        rows = [Row("0…1", 2, 1.0), Row("1…2", 10, 9.0), Row("2…5", 50, 52.0), Row("5…9", 3, 2.0), Row("9…+Inf", 0, 1.0)]
+        assert merged(rows) == [Row("0…2", 12, 10.0), Row("2…+Inf", 53, 55.0)]
+        g = pearson("x", rows, fitted=0, effect="")
+        assert g.df == 1
+        assert g.statistic == pytest.approx(2**2 / 10 + 2**2 / 55)

@@ -67,7 +67,9 @@ def errors(window: Window, converted_timeouts: float) -> tuple[dict[str, float],
         key = f"model.errors.{cls.name}"
         if cls.reason == "gmail_4xx":
             share = defaults[cls.name] / (defaults["gmail_429"] + defaults["gmail_4xx"])
-            e = _probability(key, counts["gmail_4xx"] * share, n, f"reason gmail_4xx x {share:.3g} (429 and 4xx share it)")
+            e = _probability(
+                key, counts["gmail_4xx"] * share, n, f"reason gmail_4xx x {share:.3g} (429 and 4xx share it)"
+            )
         else:
             how = "reason count / sends"
             if cls.name == "gmail_timeout" and converted_timeouts > 0:
@@ -98,7 +100,8 @@ def counters(window: Window) -> tuple[OAuthParams, SanitizationParams, InlinePar
             out.append(_probability("model.oauth.failure", failed, started, "failed / started refreshes"))
         else:
             out.append(held("model.oauth.failure", oauth.failure, "", "no refresh started in the window"))
-        oauth = OAuthParams(refresh=out[-3].value, locked=out[-2].value, failure=out[-1].value)
+    values = {e.key.removeprefix("model.oauth."): e.value for e in out}
+    oauth = OAuthParams(refresh=values["refresh"], locked=values["locked"], failure=values["failure"])
     built = window.built
     sanitization = SanitizationParams()
     for family, names, current in (
@@ -113,7 +116,9 @@ def counters(window: Window) -> tuple[OAuthParams, SanitizationParams, InlinePar
             else:
                 out.append(_mean(key, family.get(name, 0.0), built, "count / built sends (Poisson)"))
     values = {e.key: e.value for e in out}
-    sanitization = SanitizationParams(**{k: values[f"model.sanitization.{k}"] for k in catalog.SANITIZATION_CHANGE_TYPES})
+    sanitization = SanitizationParams(
+        **{k: values[f"model.sanitization.{k}"] for k in catalog.SANITIZATION_CHANGE_TYPES}
+    )
     inline = InlineParams(**{k: values[f"model.inline.{k}"] for k in catalog.INLINE_RESULTS})
     return oauth, sanitization, inline, out
 
@@ -132,12 +137,14 @@ def controller(window: Window) -> tuple[ControllerParams, list[Estimate]]:
         ]
     interval = span / total
     failed = total - runs.get("ok", 0.0)
-    result = max(window.controller_changes or {"hold": 1.0}, key=lambda k: (window.controller_changes or {}).get(k, 0.0))
+    changes = window.controller_changes or {}
+    # The result most runs pushed (heartbeat mode pushes one result every run).
+    result = max(c.CONTROLLER_RESULTS, key=lambda r: (changes.get(r, 0.0), r == ref.result))
     percent = round(window.controller_percent or 0.0)
     params = ControllerParams(
         interval=interval,
         failure_probability=failed / total,
-        result=result if result in c.CONTROLLER_RESULTS else "hold",  # type: ignore[arg-type]
+        result=result,  # type: ignore[arg-type]
         percent=max(0, min(100, percent)),
     )
     return params, [

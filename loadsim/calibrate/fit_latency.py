@@ -63,7 +63,7 @@ class LatencyFit:
 class _Model:
     """Expected bucket counts of ``action_latency_seconds`` for parameters ``(p50, p95, f, tail_p50, tail_p95)``."""
 
-    def __init__(self, window: Window, build_times: FloatArray, ref: LatencyParams) -> None:
+    def __init__(self, window: Window, build_times: mle.Discrete, ref: LatencyParams) -> None:
         self.counts = window.latency
         self.n = float(self.counts.sum())
         errors = window.errors
@@ -75,9 +75,11 @@ class _Model:
         self.bounds = np.asarray(c.LATENCY_BUCKETS, dtype=np.float64)
         self.build_times = build_times
         self.below = self.bounds <= ref.timeout
-        self.shifted = self.bounds[self.below, None] - build_times[None, :]
-        net = mle.lognormal_cdf(self.bounds[:, None] - build_times[None, :], math.log(ref.network_error_p50), FAILURE_SIGMA)
-        self.failures = self.network * net.mean(axis=1) + self.validation * mle.lognormal_cdf(
+        self.shifted = self.bounds[self.below, None] - build_times.points[None, :]
+        net = mle.lognormal_cdf(
+            self.bounds[:, None] - build_times.points[None, :], math.log(ref.network_error_p50), FAILURE_SIGMA
+        )
+        self.failures = self.network * build_times.expect(net) + self.validation * mle.lognormal_cdf(
             self.bounds, math.log(ref.validation_p50), FAILURE_SIGMA
         )
 
@@ -92,7 +94,7 @@ class _Model:
         """CDF of all executions at the bounds whose ``shifted`` (bound minus build time) is given."""
         within = float(self.call_cdf(theta, np.array([self.ref.timeout]))[0])
         calls = np.ones(len(below))
-        calls[below] = self.call_cdf(theta, shifted).mean(axis=1) / within
+        calls[below] = self.build_times.expect(self.call_cdf(theta, shifted)) / within
         return calls
 
     def __call__(self, theta: FloatArray) -> FloatArray:
@@ -106,7 +108,7 @@ class _Model:
         return 1.0 - float(self.call_cdf(theta, np.array([self.ref.timeout]))[0])
 
 
-def fit(window: Window, build_times: FloatArray) -> LatencyFit:
+def fit(window: Window, build_times: mle.Discrete) -> LatencyFit:
     """The body and tail by interval-censored maximum likelihood; timeouts and failures held to their counts."""
     ref = LatencyParams()
     model = _Model(window, build_times, ref)
@@ -145,12 +147,12 @@ def fit(window: Window, build_times: FloatArray) -> LatencyFit:
     expected = model(theta)
     rows = bucket_rows(c.LATENCY_BUCKETS, counts, expected)
     # Fitted: the five parameters, and the timeouts' share, which is the 30…60 bucket's own count.
-    goodness = pearson(c.ACTION_LATENCY, rows, len(NAMES) + 1, f"largest CDF gap {cdf_gap(counts, expected):.4f}")
+    goodness = pearson(c.ACTION_LATENCY, rows, len(NAMES) + 1, f"largest CDF gap {cdf_gap(counts, expected):.2g}")
     xs = np.geomspace(0.01, 60.0, 300)
     below = xs <= ref.timeout
-    curve = model.cumulative(theta, xs[below, None] - build_times[None, :], below)
-    net = mle.lognormal_cdf(xs[:, None] - build_times[None, :], math.log(ref.network_error_p50), FAILURE_SIGMA)
-    failures = model.network * net.mean(axis=1) + model.validation * mle.lognormal_cdf(
+    curve = model.cumulative(theta, xs[below, None] - build_times.points[None, :], below)
+    net = mle.lognormal_cdf(xs[:, None] - build_times.points[None, :], math.log(ref.network_error_p50), FAILURE_SIGMA)
+    failures = model.network * build_times.expect(net) + model.validation * mle.lognormal_cdf(
         xs, math.log(ref.validation_p50), FAILURE_SIGMA
     )
     cdf = model.calls * curve + np.where(xs > ref.timeout + 0.1, model.timeout, 0.0) + failures

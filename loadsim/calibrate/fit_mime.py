@@ -15,7 +15,7 @@ times as a histogram and the attachments only as a byte total, so:
 * **MIME build.** The base median and 95th percentile by maximum likelihood on the
   histogram's interval-censored counts, the attachment costs drawn with the model's own
   :func:`~loadsim.model.sampler.draw_attachments` (200,000 draws, fixed seed, kept as
-  1,000 quantiles so each likelihood evaluation is cheap and smooth).
+  1,000 weighted quantiles, :class:`~.mle.Discrete`, so each likelihood evaluation is cheap and smooth).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from loadsim.model.sampler import (
 )
 
 DRAWS = 200_000
-QUANTILES = 1_000
 SEED = 20_261_130
 REJECTED_SIGMA = 0.3
 """The rejected attachments' lognormal spread in the sampler."""
@@ -66,13 +65,8 @@ class MimeFit:
     """Fitted counts per MIME bucket."""
     cdf: tuple[FloatArray, FloatArray]
     """Seconds and the fitted CDF, for the plot."""
-    build_times: FloatArray
-    """Quantiles of a built send's MIME time under the fit (what the latency adds to each call)."""
-
-
-def quantile_points(samples: FloatArray, k: int = QUANTILES) -> FloatArray:
-    """``k`` evenly spaced quantiles of ``samples``: a small, smooth stand-in for the whole sample."""
-    return np.asarray(np.quantile(samples, (np.arange(k) + 0.5) / k), dtype=np.float64)
+    build_times: mle.Discrete
+    """A built send's MIME time under the fit (what the latency adds to each call)."""
 
 
 def fit(window: Window) -> MimeFit:
@@ -82,7 +76,7 @@ def fit(window: Window) -> MimeFit:
     estimates = mime_estimates + estimates
     model = OutcomeModel(ModelParams(mime=mime, attachments=attachments, errors=_no_errors()))
     effects, _ = model.sample(np.random.default_rng(SEED), np.zeros(DRAWS))
-    return MimeFit(mime, attachments, estimates, goodness, expected, cdf, quantile_points(effects.mime_seconds))
+    return MimeFit(mime, attachments, estimates, goodness, expected, cdf, mle.Discrete.of(effects.mime_seconds))
 
 
 def _no_errors() -> dict[str, float]:
@@ -191,7 +185,9 @@ def _attachments(window: Window) -> tuple[AttachmentParams, list[Estimate]]:
         )
     else:
         estimates.append(
-            held("model.attachments.rejected_size_p50_bytes", rejected_p50, "B", "no rejected attachments in the window")
+            held(
+                "model.attachments.rejected_size_p50_bytes", rejected_p50, "B", "no rejected attachments in the window"
+            )
         )
     return AttachmentParams(ref.probability, ref.extra_mean, p50, p95, rejected_p50), estimates
 
@@ -205,17 +201,17 @@ def _mime(
     ref = MimeParams()
     rng = np.random.default_rng(SEED)
     count, total = draw_attachments(rng, DRAWS, attachments)
-    extra = quantile_points(mime_attachment_cost(ref, count, total))
+    extra = mle.Discrete.of(mime_attachment_cost(ref, count, total))
     share = attachments.probability
     bounds = np.asarray(c.MIME_BUCKETS, dtype=np.float64)
-    shifted = bounds[:, None] - extra[None, :]
+    shifted = bounds[:, None] - extra.points[None, :]
     counts = window.mime
     n = float(counts.sum())
 
     def cdf_at(theta: FloatArray, x: FloatArray, x_shifted: FloatArray) -> FloatArray:
         mu, sigma = lognormal_params(float(theta[0]), float(theta[1]))
         plain = mle.lognormal_cdf(x, mu, sigma)
-        with_attachments = mle.lognormal_cdf(x_shifted, mu, sigma).mean(axis=1)
+        with_attachments = extra.expect(mle.lognormal_cdf(x_shifted, mu, sigma))
         return np.asarray((1 - share) * plain + share * with_attachments, dtype=np.float64)
 
     def expected(theta: FloatArray) -> FloatArray:
@@ -239,9 +235,9 @@ def _mime(
     ]
     fitted = expected(theta)
     rows = bucket_rows(c.MIME_BUCKETS, counts, fitted)
-    goodness = pearson(c.MIME_BUILD, rows, 2, f"largest CDF gap {cdf_gap(counts, fitted):.4f}")
+    goodness = pearson(c.MIME_BUILD, rows, 2, f"largest CDF gap {cdf_gap(counts, fitted):.2g}")
     xs = np.geomspace(1e-3, 10.0, 200)
-    curve = cdf_at(theta, xs, xs[:, None] - extra[None, :])
+    curve = cdf_at(theta, xs, xs[:, None] - extra.points[None, :])
     mime = MimeParams(float(theta[0]), float(theta[1]), ref.per_attachment, ref.per_megabyte)
     return mime, estimates, goodness, fitted, (xs, curve)
 
@@ -253,4 +249,3 @@ def bucket_rows(bounds: tuple[float, ...], observed: FloatArray, expected: Float
         Row(f"{edges[i]}…{edges[i + 1]}", float(o), float(e))
         for i, (o, e) in enumerate(zip(observed, expected, strict=True))
     )
-

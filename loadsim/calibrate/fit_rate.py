@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 from loadsim.calibrate import mle
 from loadsim.calibrate.estimate import Estimate, Goodness, Row, held
 from loadsim.calibrate.goodness import pearson
-from loadsim.calibrate.read import HOUR, Window
+from loadsim.calibrate.read import HOUR, Window, iso
 from loadsim.plan import build_schedule
 from loadsim.profile import DiurnalSpec, SegmentSpec, StepsSpec
 from loadsim.schedule import SECONDS_PER_DAY, SECONDS_PER_WEEK, Diurnal
@@ -103,7 +103,12 @@ def _diurnal(window: Window) -> RateFit:
     has_weekend, has_weekday = bool(weekend.any()), bool((~weekend).any())
     typical = ~weekend if has_weekday else np.ones_like(weekend)
     trough0 = max(float(np.quantile(rate, 0.05)), 1e-4)
-    by_hour = np.array([float(rate[typical & (hour_of_day == h)].mean()) if np.any(typical & (hour_of_day == h)) else 0.0 for h in range(24)])
+    by_hour = np.array(
+        [
+            float(rate[typical & (hour_of_day == h)].mean()) if np.any(typical & (hour_of_day == h)) else 0.0
+            for h in range(24)
+        ]
+    )
     peak_hour0 = float(np.argmax(by_hour)) + 0.5
     peak0 = max(float(by_hour.max()), trough0 * 1.01)
     fixed_weekend = None
@@ -191,14 +196,26 @@ def _hourly(window: Window, why: str) -> RateFit:
         )
     ]
     expected = np.array(rates) * HOUR
-    goodness = pearson("sends per hour (hourly)", _rows(window, expected), len(counts), "replayed: each hour is its own rate", total_fixed=False)
+    goodness = pearson(
+        "sends per hour (hourly)",
+        _rows(window, expected),
+        len(counts),
+        "replayed: each hour is its own rate",
+        total_fixed=False,
+    )
     t = window.hour_starts
-    return RateFit("hourly", why, spec, estimates, goodness, expected, (np.repeat(t, 2) + np.tile([0.0, HOUR], len(t)), np.repeat(expected / HOUR, 2)))
+    return RateFit(
+        "hourly",
+        why,
+        spec,
+        estimates,
+        goodness,
+        expected,
+        (np.repeat(t, 2) + np.tile([0.0, HOUR], len(t)), np.repeat(expected / HOUR, 2)),
+    )
 
 
 def _rows(window: Window, expected: FloatArray) -> tuple[Row, ...]:
-    from loadsim.calibrate.read import iso
-
     return tuple(
         Row(iso(t)[:13] + "h", float(n), float(e))
         for t, n, e in zip(window.hour_starts, window.hourly_sends, expected, strict=True)

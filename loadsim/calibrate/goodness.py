@@ -22,7 +22,7 @@ FloatArray = NDArray[np.float64]
 
 
 def merged(rows: Sequence[Row]) -> list[Row]:
-    """Adjacent cells merged until each expects at least :data:`MIN_EXPECTED` (a small last cell joins the one before)."""
+    """Neighbours merged until each cell expects :data:`MIN_EXPECTED` or more (a small last one joins its left)."""
     out: list[Row] = []
     for row in rows:
         if out and out[-1].expected < MIN_EXPECTED:

@@ -13,6 +13,7 @@ holds.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +25,32 @@ Model = Callable[[FloatArray], FloatArray]
 """Parameters (natural units) -> expected counts per cell."""
 
 TINY = 1e-300
+
+
+@dataclass(frozen=True)
+class Discrete:
+    """A large sample kept as weighted quantiles: cheap to average over, and true to its tail.
+
+    Evenly spaced quantiles would give the top 0.1% one point, yet that top is what the
+    sparse high buckets count (a MIME build past 0.5 s is the heaviest attachments): the
+    upper 1% gets as many points as the rest, spaced geometrically down to the sample's
+    last value.
+    """
+
+    points: FloatArray
+    weights: FloatArray
+
+    @classmethod
+    def of(cls, samples: FloatArray, body: int = 500, tail: int = 500) -> Discrete:
+        """``body`` points over the lower 99%, ``tail`` over the upper 1%."""
+        upper = 1.0 - np.geomspace(0.01, 0.5 / len(samples), tail)
+        edges = np.concatenate((np.linspace(0.0, 0.99, body + 1), upper[1:], [1.0]))
+        mids = (edges[:-1] + edges[1:]) / 2
+        return cls(np.asarray(np.quantile(samples, mids), dtype=np.float64), np.diff(edges))
+
+    def expect(self, values: FloatArray) -> FloatArray:
+        """The expectation over this distribution of ``values`` (its last axis runs over :attr:`points`)."""
+        return np.asarray(values @ self.weights, dtype=np.float64)
 
 
 def lognormal_cdf(x: FloatArray, mu: float, sigma: float) -> FloatArray:

@@ -13,16 +13,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
+from numpy.typing import NDArray
 
 from loadsim import contract as c
 from loadsim.calibrate.read import HOUR
 from loadsim.calibrate.result import Calibration
 
+FloatArray = NDArray[np.float64]
 OBSERVED = "#1f5fa8"
 FITTED = "#d1495b"
 
 
-def _dates(ts: np.ndarray) -> list[datetime]:  # type: ignore[type-arg]
+def _dates(ts: FloatArray) -> list[datetime]:
     return [datetime.fromtimestamp(float(t), UTC) for t in ts]
 
 
@@ -38,7 +40,7 @@ def draw(cal: Calibration, out: Path) -> Path:
     rate_ax.plot(_dates(t), r, "-", lw=1.2, color=FITTED, label=f"fitted ({cal.rate.shape})")
     rate_ax.set_title(f"Send rate: {cal.rate.goodness.verdict()}", fontsize=9, loc="left")
     rate_ax.set_ylabel("sends/s", fontsize=8)
-    rate_ax.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=UTC))
+    rate_ax.xaxis.set_major_formatter(DateFormatter("%m-%d %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
     for ax, counts, bounds, (xs, cdf), g in (
         (latency_ax, w.latency, c.LATENCY_BUCKETS, cal.latency.cdf, cal.latency.goodness),
         (mime_ax, w.mime, c.MIME_BUCKETS, cal.mime.cdf, cal.mime.goodness),

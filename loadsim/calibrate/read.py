@@ -122,8 +122,8 @@ def read(prom: Prometheus, start: float, end: float) -> Window:
             f"calibrate needs at least {MIN_EXECUTIONS:,} to fit the latency"
         )
     problems: list[str] = []
-    latency = _histogram(prom, f"{c.ACTION_LATENCY}_bucket{{{SEL}}}", span, end, c.LATENCY_BUCKETS, problems)
-    mime = _histogram(prom, f"{c.MIME_BUILD}_bucket", span, end, c.MIME_BUCKETS, problems)
+    latency = _histogram(prom, f"{c.ACTION_LATENCY}_bucket{{{SEL}}}", (span, end), c.LATENCY_BUCKETS, problems)
+    mime = _histogram(prom, f"{c.MIME_BUILD}_bucket", (span, end), c.MIME_BUCKETS, problems)
     if problems:
         raise SourceError(f"{prom.url}: {'; '.join(problems)} {where}")
     assert latency is not None
@@ -178,9 +178,10 @@ def _hourly_sends(prom: Prometheus, start: float, hours: int) -> FloatArray:
 
 
 def _histogram(
-    prom: Prometheus, bucket: str, span: str, at: float, bounds: tuple[float, ...], problems: list[str]
+    prom: Prometheus, bucket: str, window: tuple[str, float], bounds: tuple[float, ...], problems: list[str]
 ) -> FloatArray | None:
     """Counts per bucket of ``bucket`` over the window; a problem when absent or laid out otherwise."""
+    span, at = window
     rows = prom.query(f"sum by (le) (increase({bucket}[{span}]))", at=at)
     if not rows:
         problems.append(f"no {bucket} series")
@@ -190,7 +191,7 @@ def _histogram(
     expected = (*bounds, math.inf)
     if found != expected:
         problems.append(
-            f"{bucket.split('{')[0].removesuffix('_bucket')} has buckets le={_bounds(found)}; "
+            f"{bucket.split('{', 1)[0].removesuffix('_bucket')} has buckets le={_bounds(found)}; "
             f"calibrate fits the relay's layout le={_bounds(expected)}"
         )
         return None

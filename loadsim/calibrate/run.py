@@ -27,11 +27,11 @@ def outputs(out: Path) -> dict[str, Path]:
     }
 
 
-def run(url: str, start: float, end: float, out: Path, shape: Shape = "auto", name: str = "calibrated") -> tuple[
-    Calibration, dict[str, Path]
-]:
-    """Calibrate from the Prometheus at ``url`` over ``[start, end]``; SourceError when the window cannot be fitted."""
-    cal = calibrate(read(Prometheus(url), start, end), shape, name)
+def run(
+    url: str, window: tuple[float, float], out: Path, shape: Shape = "auto", name: str = "calibrated"
+) -> tuple[Calibration, dict[str, Path]]:
+    """Calibrate from the Prometheus at ``url`` over ``window`` (start, end); SourceError when it cannot be fitted."""
+    cal = calibrate(read(Prometheus(url), *window), shape, name)
     files = outputs(out)
     write_report.write(cal, files["report"], files["json"])
     plot.draw(cal, files["plot"])

@@ -16,7 +16,7 @@ from typing import Any
 from loadsim.calibrate.estimate import Estimate
 from loadsim.calibrate.read import iso
 from loadsim.calibrate.result import Calibration
-from loadsim.profile import DiurnalSpec, Profile, parse_profile
+from loadsim.profile import DiurnalSpec, Profile, StepsSpec, parse_profile
 
 
 def _number(value: float) -> str:
@@ -59,6 +59,7 @@ def render(cal: Calibration, fit_report: str) -> str:
             value = getattr(segment, name)
             lines.append(f"{name} = {_number(value)}{_comment(by_key.get(f'schedule.diurnal.{name}'))}")
     else:
+        assert isinstance(segment, StepsSpec), segment
         lines.append(f'kind = "steps"  # {cal.rate.why}')
         lines.append(f"step = {_number(segment.step)}  # one rate (sends/s) per hour of the window")
         rates = ", ".join(_number(r) for r in segment.rates)
@@ -88,8 +89,10 @@ def render(cal: Calibration, fit_report: str) -> str:
         f"interval = {_number(ctl.interval)}{_comment(by_key.get('controller.interval'))}",
         f'result = "{ctl.result}"',
         f"percent = {ctl.percent}{_comment(by_key.get('controller.percent'))}",
-        f"failure_probability = {_number(ctl.failure_probability)}"
-        f"{_comment(by_key.get('controller.failure_probability'))}",
+        (
+            f"failure_probability = {_number(ctl.failure_probability)}"
+            f"{_comment(by_key.get('controller.failure_probability'))}"
+        ),
     ]
     return "\n".join(lines) + "\n"
 

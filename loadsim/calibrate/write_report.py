@@ -43,8 +43,10 @@ def markdown(cal: Calibration) -> str:
     lines = [
         f"# Calibration: {cal.profile.name}",
         "",
-        f"From {w.prometheus}, {iso(w.start)} to {iso(w.end)} ({w.hours} hours): {w.sends:,.0f} sends, "
-        f"{w.executions:,.0f} executions, {w.built:,.0f} MIME builds. Fitted in {cal.seconds:.1f} s.",
+        (
+            f"From {w.prometheus}, {iso(w.start)} to {iso(w.end)} ({w.hours} hours): {w.sends:,.0f} sends, "
+            f"{w.executions:,.0f} executions, {w.built:,.0f} MIME builds. Fitted in {cal.seconds:.1f} s."
+        ),
         "",
         f"Send rate: **{cal.rate.shape}**, {cal.rate.why}.",
         "",
@@ -68,8 +70,10 @@ def markdown(cal: Calibration) -> str:
         "",
         "## Goodness of fit",
         "",
-        "Pearson's chi-square over the cells (cells expecting fewer than 5 merged with a neighbour); "
-        f"a fit is poor when p < {POOR_P:g}. Residuals are (observed - expected) / sqrt(expected).",
+        (
+            "Pearson's chi-square over the cells (cells expecting fewer than 5 merged with a neighbour); "
+            f"a fit is poor when p < {POOR_P:g}. Residuals are (observed - expected) / sqrt(expected)."
+        ),
     ]
     for g in cal.goodness:
         lines += ["", f"### {g.name}", "", g.verdict() + ".", ""]

@@ -25,7 +25,7 @@ makes 2-hour blocks by default: 7 days of history were 84 passes and 37 s here, 
 
 
 def make_blocks(promtool: str, openmetrics: Path, tsdb: Path, timeout: float = 300.0) -> None:
-    """``promtool tsdb create-blocks-from openmetrics`` into ``tsdb``; AssertionError with promtool's output if it fails."""
+    """``promtool tsdb create-blocks-from openmetrics`` into ``tsdb``; AssertionError with its output on failure."""
     done = subprocess.run(  # noqa: S603 - a resolved binary, arguments built here
         [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", f"--max-block-duration={MAX_BLOCK}",
          str(openmetrics), str(tsdb)],
@@ -48,7 +48,9 @@ def backfilled(
     t0 = time.monotonic()
     done = backfill(plan_ending_at(profile, end.timestamp(), profile.name), directory / "relay.om", interval=interval)
     timings["backfill"] = time.monotonic() - t0
-    prometheus = Prometheus({"global": {"evaluation_interval": "15s"}}, find_binary("prometheus"), directory / "prometheus")
+    prometheus = Prometheus(
+        {"global": {"evaluation_interval": "15s"}}, find_binary("prometheus"), directory / "prometheus"
+    )
     t0 = time.monotonic()
     make_blocks(promtool, done.path, prometheus.directory / "tsdb")
     timings["create_blocks"] = time.monotonic() - t0
