@@ -664,11 +664,11 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_GO if r.go else EXIT_NO_GO
 
 
-def _calibrate(args: argparse.Namespace) -> int:
+def _calibrate_inputs(args: argparse.Namespace) -> tuple[str, float, float]:
+    """``loadsim calibrate``'s options checked together: the URL and the window, or ConfigError with every problem."""
     from loadsim.calibrate.fit_rate import MIN_DIURNAL_SECONDS
-    from loadsim.calibrate.read import HOUR, iso
-    from loadsim.calibrate.run import outputs, run
-    from loadsim.report.prom import SourceError
+    from loadsim.calibrate.read import HOUR
+    from loadsim.calibrate.run import outputs
 
     problems: list[Problem] = []
     url = _control_url(args, "--prometheus", args.prometheus, problems)
@@ -685,10 +685,21 @@ def _calibrate(args: argparse.Namespace) -> int:
                 "(--shape hourly replays a shorter one)",
             )
         )
-    for path in outputs(args.out).values():
-        _check_output(path, "--out", problems)
+    before = len(problems)
+    for path in outputs(args.out).values():  # the profile, then what goes beside it (one problem at most)
+        if len(problems) == before:
+            _check_output(path, "--out", problems)
     if problems or url is None:
         raise ConfigError(problems)
+    return url, start, end
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadsim.calibrate.read import iso
+    from loadsim.calibrate.run import run
+    from loadsim.report.prom import SourceError
+
+    url, start, end = _calibrate_inputs(args)
     t0 = time.monotonic()
     try:
         cal, files = run(url, (start, end), args.out, args.shape, args.name)

@@ -266,6 +266,7 @@ class TestBadInput:
         host = "prometheus.example"
         assert err[0] == f"loadsim: --prometheus: {host} is not on loopback; allow it with --allow-host {host}"
         assert err[1].startswith(f"loadsim: --out: {tmp_path / 'none'} does not exist")
+        assert len(err) == 2
 
     @pytest.mark.stack
     def test_an_empty_window(self, truth_week: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -412,7 +413,8 @@ class TestPieces:
         from loadsim.calibrate.estimate import Row
         from loadsim.calibrate.goodness import merged, pearson
 
-        rows = [Row("0…1", 2, 1.0), Row("1…2", 10, 9.0), Row("2…5", 50, 52.0), Row("5…9", 3, 2.0), Row("9…+Inf", 0, 1.0)]
+        cells = (("0…1", 2, 1.0), ("1…2", 10, 9.0), ("2…5", 50, 52.0), ("5…9", 3, 2.0), ("9…+Inf", 0, 1.0))
+        rows = [Row(*cell) for cell in cells]
         assert merged(rows) == [Row("0…2", 12, 10.0), Row("2…+Inf", 53, 55.0)]
         g = pearson("x", rows, fitted=0, effect="")
         assert g.df == 1

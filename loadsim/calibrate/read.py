@@ -103,6 +103,7 @@ def read(prom: Prometheus, start: float, end: float) -> Window:
     prom.check()
     hours = int((end - start) // HOUR)
     span = f"{round(hours * HOUR)}s"
+    cut = end - (start + hours * HOUR)
     end = start + hours * HOUR
     where = f"from {iso(start)} to {iso(end)}"
 
@@ -155,6 +156,8 @@ def read(prom: Prometheus, start: float, end: float) -> Window:
     unknown = sorted(set(errors) - set(catalog.ERROR_REASONS))
     if unknown:
         window.notes.append(f"reasons the model does not know were left out: {', '.join(unknown)}")
+    if cut >= 1.0:
+        window.notes.append(f"the window is read in whole hours: its last {cut / 60:.0f} minutes are left out")
     missing = int(np.isnan(window.hourly_sends).sum())
     if missing:
         window.notes.append(f"{missing} of {hours} hours have no samples and are left out of the rate fit")
