@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import ssl
@@ -20,16 +21,19 @@ from urllib.parse import urlsplit
 
 from loadsim import __version__
 from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
-from loadsim.logs import LEVELS, configure
+from loadsim.logs import FORMATS, LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.shard import INDEX_ENV, Shard
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
+from loadsim.thresholds import EXIT_THRESHOLDS, Threshold, parse_option
 from loadsim.units import format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
     from loadsim.engine.keeper import StateOptions
+    from loadsim.runtime.fleet import FleetOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
 T = TypeVar("T")
@@ -47,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
     _schedule_args(run)
     _runtime_args(run)
+    _fleet_args(run)
     _http_args(run)
 
     check = sub.add_parser("check", help="validate a profile and describe its plan without running it")
@@ -71,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
     verify.add_argument("--seed", type=int, default=1)
     verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
+
+    merge = sub.add_parser(
+        "merge", help="a fleet's summary from its shards' --summary-json files (quantiles from merged histograms)"
+    )
+    merge.add_argument("summaries", nargs="+", type=Path, metavar="SUMMARY", help="one --summary-json file per shard")
+    merge.add_argument("--out", type=Path, metavar="FILE", help="also write the fleet's summary here")
+    merge.add_argument("--allow-missing", action="store_true", help="merge even if some shards' files are missing")
 
     _backfill_args(sub)
     _rollout_args(sub)
@@ -210,8 +222,21 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-listen", action="store_true", help="do not serve /metrics")
     p.add_argument("--virtual", action="store_true", help="run on the virtual clock (as fast as the CPU allows)")
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the end-of-run summary here")
-    p.add_argument("--progress", choices=("auto", "line", "json", "off"), default="auto")
-    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "live", "line", "json", "off"),
+        default="auto",
+        help="auto (default): the live view on a terminal, a plain line on a dumb or narrow one, JSON events elsewhere",
+    )
+    _log_args(p)
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC:EXPR",
+        help="pass/fail criterion, e.g. 'latency:p(95)<500ms' or 'errors:rate<0.01 every 5m, abort_on_fail' "
+        f"(repeatable; any failing exits {EXIT_THRESHOLDS})",
+    )
     p.add_argument(
         "--pushgateway",
         default=os.environ.get("PUSHGATEWAY_URL"),
@@ -249,6 +274,33 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST",
         help=f"allow pushing to this non-loopback host (also ${ALLOW_HOSTS_ENV}, comma-separated)",
+    )
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fleet (one run split over N processes; see deploy/k8s)")
+    who = g.add_mutually_exclusive_group()
+    who.add_argument("--shard", metavar="K/N", help="be shard K (from 0) of N: keep every N-th arrival of the run")
+    who.add_argument(
+        "--shards", type=int, metavar="N", help=f"be shard ${INDEX_ENV} of N (a Kubernetes Indexed Job's pod index)"
+    )
+    g.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="run time 0 for every shard: an ISO time such as 2026-11-30T12:00:00Z, or Unix seconds",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the profile and every option as a run would, then exit"
+    )
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="auto (default): human lines on a terminal (NO_COLOR honoured), JSON lines elsewhere",
     )
 
 
@@ -407,6 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "calibrate": _calibrate,
         "drill": _drill,
         "scale-rules": _scale_rules,
+        "merge": _merge,
         "fake-gmail": _fake_gmail,
     }
     try:
@@ -633,7 +686,6 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
     from loadsim.report.own import served
@@ -752,6 +804,19 @@ def _rollout(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from loadsim.merge import merge, read
+
+    _check_output(args.out, "--out")
+    fleet = merge(read(list(args.summaries)), allow_missing=args.allow_missing)
+    text = json.dumps(fleet, indent=2) + "\n"
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    brief = {k: v for k, v in fleet.items() if k != "histograms"}
+    print(json.dumps(brief, indent=2))
+    return EXIT_OK
+
+
 def _fake_gmail(args: argparse.Namespace) -> int:
     from loadsim.fakegmail import command
 
@@ -794,12 +859,12 @@ def _drill(args: argparse.Namespace) -> int:
         card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
         card_holder.append(card)
 
-    _execute(args, profile, "drill", companion=drill)
+    code = _execute(args, profile, "drill", companion=drill)
     card = card_holder[0]
     print("\n".join(card.lines()))
     if args.json is not None:
         args.json.write_text(card_json(card), encoding="utf-8")
-    return EXIT_OK if card.score == 6 else EXIT_FAILURE
+    return code if card.score == 6 else EXIT_FAILURE
 
 
 def _allowed_hosts(args: argparse.Namespace) -> set[str]:
@@ -814,19 +879,21 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     """Every command that runs traffic comes here: check everything, then one ``execute`` for either driver."""
     from loadsim.engine.checkpoint import StateError
-    from loadsim.engine.keeper import open_state
     from loadsim.runtime.execute import ListenError, RunOptions, execute, identity
 
     problems = _driver_problems(args)
     listen = _listen_address(args)
     _check_output(getattr(args, "decision_log", None), "--decision-log")
-    push = _push_target(args)
     profile = _with_engine_options(args, profile)
+    fleet = _fleet_options(args, profile, problems)
+    push = _push_target(args, fleet)
     state = _state_options(args)
     _check_output(args.summary_json, "--summary-json")
-    plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
+    start_at = None if fleet is None else fleet.start_at
+    plan = build_plan(profile, virtual=args.virtual, wall_epoch=start_at or time.time(), source=source)
     http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
     controller_prometheus = _controller_options(args, plan, problems)
+    thresholds = _thresholds(args, profile, source, problems)
     if problems:
         raise ConfigError(problems)
     if http is not None and http.fault_control is not None:
@@ -840,28 +907,148 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         http=http,
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
+        fleet=fleet,
+        thresholds=thresholds,
     )
     resume = None
     if state is not None:
-        try:
-            resume = open_state(state, identity(plan, options))
-        except StateError as e:
-            raise ConfigError.single(str(state.path), "", str(e)) from None
+        resume = _resumed(state, identity(plan, options), start_at)
         if resume is not None and not plan.virtual:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
-    configure(args.log_level)
+    if getattr(args, "dry_run", False):
+        return _dry_run(plan, options, source)
+    options = dataclasses.replace(options, logs=configure(args.log_level, fmt=args.log_format))
     try:
         summary = _run_loop(execute(plan, options, companion, resume))
     except ListenError as e:
         raise ConfigError([Problem("--listen", "", str(e))]) from None
     except StateError as e:
         raise ConfigError.single(str(args.state), "", str(e)) from None
-    if http is not None:
-        if sys.stdout.isatty():
-            print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(plan, summary)
+    _print_summary(plan, summary, thresholds, driver="sim" if http is None else "http")
+    return EXIT_OK if summary.get("thresholds_ok", True) else EXIT_THRESHOLDS
+
+
+def _thresholds(
+    args: argparse.Namespace, profile: Profile, source: str, problems: list[Problem]
+) -> tuple[Threshold, ...]:
+    """The profile's thresholds, then ``--threshold``'s; what the driver cannot measure goes to ``problems``."""
+    from loadsim.runtime.measures import reason_problem
+
+    http = getattr(args, "driver", "sim") == "http"
+    found: list[tuple[str, str, Threshold]] = [
+        (source, f"thresholds.{th.metric}", th) for th in profile.thresholds.all()
+    ]
+    for text in args.threshold:
+        try:
+            found.append(("--threshold", "", parse_option(text)))
+        except ValueError as e:
+            problems.append(Problem("--threshold", "", f"{text}: {e}"))
+    for where, key, th in found:
+        if th.family == "latency_intended" and not http:
+            intended = "latency_intended is the HTTP driver's (from each request's intended start); use latency"
+            problems.append(Problem(where, key, intended))
+        elif th.reason is not None and (why := reason_problem(th.reason, http=http)) is not None:
+            problems.append(Problem(where, key, why))
+    return tuple(th for _, _, th in found)
+
+
+def _dry_run(plan: RunPlan, options: Any, source: str) -> int:
+    """What ``--dry-run`` prints: the plan, and where this process stands in its fleet."""
+    from loadsim.describe import describe_plan
+
+    print("\n".join(describe_plan(plan, source)))
+    fleet = options.fleet
+    if fleet is not None:
+        start = "when it starts" if fleet.start_at is None else _iso(fleet.start_at)
+        k, n = fleet.shard.index, fleet.shard.count
+        print(f"fleet: shard {fleet.shard} keeps arrival i when i % {n} == {k}; run time 0 at {start}")
+    print("dry run: every option checked; nothing ran")
     return EXIT_OK
+
+
+def _resumed(state: StateOptions, ident: Any, start_at: float | None) -> Any:
+    """The checkpoint to resume (None: start anew); exit 2 if it is another run's, or another start's."""
+    from loadsim.engine.checkpoint import StateError
+    from loadsim.engine.keeper import open_state
+
+    try:
+        resume = open_state(state, ident)
+    except StateError as e:
+        raise ConfigError.single(str(state.path), "", str(e)) from None
+    if resume is not None and start_at is not None and abs(resume.epoch - start_at) > 1e-3:
+        why = f"written by a run that started at {_iso(resume.epoch)}, --start-at says {_iso(start_at)}"
+        raise ConfigError.single(str(state.path), "", f"{why}; pass --fresh to start a new run")
+    return resume
+
+
+def _fleet_options(args: argparse.Namespace, profile: Profile, problems: list[Problem]) -> FleetOptions | None:
+    """``--shard`` / ``--shards`` and ``--start-at``, checked against each other and the clock (None: no fleet)."""
+    from loadsim.runtime.fleet import FleetOptions
+
+    text, count, when = getattr(args, "shard", None), getattr(args, "shards", None), getattr(args, "start_at", None)
+    if text is None and count is None and when is None:
+        return None
+    shard = Shard(0, 1)
+    try:
+        if text is not None:
+            shard = Shard.parse(text)
+        elif count is not None:
+            shard = Shard.from_env(count)
+    except ValueError as e:
+        problems.append(Problem("--shard" if text is not None else "--shards", "", str(e)))
+        return None
+    start_at = None
+    if when is not None:
+        if args.virtual:
+            problems.append(Problem("--start-at", "", "a virtual run has no wall-clock start; drop --virtual"))
+            return None
+        start_at = _start_time(when, profile.duration, problems)
+        if start_at is None:
+            return None
+    elif shard.count > 1 and not args.virtual:
+        why = "shards on the wall clock need --start-at TIME, one start shared by every shard, to line up"
+        problems.append(Problem("--shard" if text is not None else "--shards", "", why))
+    if profile.controller.mode == "policy":
+        why = (
+            "controller.mode = policy runs the relay's controller on one process's figures; a fleet's shards "
+            "would each gate on their own share (use mode = heartbeat: shard 0 alone reports the controller)"
+        )
+        problems.append(Problem("--shard" if text or count else "--start-at", "controller.mode", why))
+    return FleetOptions(shard=shard, start_at=start_at)
+
+
+def _start_time(text: str, duration: float, problems: list[Problem]) -> float | None:
+    """``--start-at``: an ISO time (UTC unless it says otherwise) or Unix seconds, neither far ahead nor past."""
+    from datetime import UTC, datetime
+
+    from loadsim.runtime.fleet import MAX_LEAD_SECONDS
+
+    try:
+        start_at = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            why = f"expected an ISO time such as 2026-11-30T12:00:00Z or Unix seconds, got {text!r}"
+            problems.append(Problem("--start-at", "", why))
+            return None
+        start_at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    now = time.time()
+    if start_at > now + MAX_LEAD_SECONDS:
+        why = f"{_iso(start_at)} is more than {format_duration(MAX_LEAD_SECONDS)} ahead; expected the Job's start"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    if start_at + duration <= now:
+        why = f"{_iso(start_at)} plus the run's {format_duration(duration)} is already past; nothing is left to run"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    return start_at
+
+
+def _iso(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> str | None:
@@ -975,7 +1162,7 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
     return StateOptions(path=args.state, mode=mode, interval=interval)
 
 
-def _push_target(args: argparse.Namespace) -> PushTarget | None:
+def _push_target(args: argparse.Namespace, fleet: FleetOptions | None = None) -> PushTarget | None:
     if not args.pushgateway:
         return None
     problems: list[Problem] = []
@@ -987,6 +1174,7 @@ def _push_target(args: argparse.Namespace) -> PushTarget | None:
             instance=args.push_instance,
             interval=interval,
             keep_group=args.keep_group,
+            shard=None if fleet is None else str(fleet.shard.index),
         )
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
@@ -1013,17 +1201,23 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def _print_summary(plan: RunPlan, s: dict[str, Any]) -> None:
+def _print_summary(plan: RunPlan, s: dict[str, Any], thresholds: Sequence[Threshold], *, driver: str) -> None:
+    """The end-of-run table on a terminal (off one, the ``run.summary`` event already carries it all)."""
     if not sys.stdout.isatty():
-        return  # the run.summary log event already carries it
-    sends = s["sends"]
-    lat = s["latency_seconds"]
-    print(
-        f"\n{plan.name}: {format_duration(s['run_seconds'])} of traffic in {format_duration(s['wall_seconds'])}"
-        f"\n  sends     {sends['started']:,} started, {sends['finished']:,} finished, "
-        f"{sends['dropped']:,} dropped, {sends['abandoned']:,} abandoned"
-        f"\n  rate      {s['achieved_rate_per_s']:.3f}/s achieved, {s['target_rate_per_s']:.3f}/s target"
-        f"\n  status    {json.dumps(s['by_status'])}"
-        f"\n  reasons   {json.dumps(s['by_reason'])}"
-        f"\n  latency   p50 {lat['p50']}s  p95 {lat['p95']}s  p99 {lat['p99']}s"
-    )
+        return
+    from rich.console import Console
+
+    from loadsim.logs import no_color
+    from loadsim.sinks.summary_table import OverlayRun, render_summary
+    from loadsim.thresholds import from_summary
+
+    end = s["run_seconds"]
+    overlays = [OverlayRun(ov.name, ov.start, min(ov.end, end)) for ov in plan.timeline.overlays if ov.start < end]
+    stopped = None
+    if s.get("aborted_by_threshold"):
+        stopped = f"threshold {s['aborted_by_threshold']}"
+    elif s.get("stopped_early"):
+        stopped = "signal"
+    title = f"{plan.name} · {driver} · seed {plan.seed}" + (" · virtual" if plan.virtual else "")
+    table = render_summary(s, title=title, overlays=overlays, verdicts=from_summary(thresholds, s), stopped=stopped)
+    Console(no_color=no_color() or None, highlight=False).print(table)

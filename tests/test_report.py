@@ -152,9 +152,8 @@ class TestScore:
         assert {"id", "name", "passed", "evidence"} <= set(r["items"][0])
         # A backfilled window has no scrape history: said so, never scored as 0% or 100%.
         assert data["figures"]["scrape_success"] is None
-        assert (
-            "Scrape success (avg of up): no up series in the window." in (tmp_path / "report" / "report.md").read_text()
-        )
+        markdown = (tmp_path / "report" / "report.md").read_text()
+        assert "Scrape success (avg of up): no up series in the window." in markdown
 
     def test_a_two_hour_crit_window_is_a_sustained_violation_named_in_the_evidence(self, tmp_path: Path) -> None:
         prometheus = serve(tmp_path, 6, ["error-rate-crit@2h+2h"], {})

@@ -121,8 +121,22 @@ class OutcomeModel:
         self._validation_classes = np.array([k is LatencyKind.VALIDATION for k in kinds])
         self._rejected_classes = np.array([c.name in catalog.REJECTED_ATTACHMENT_CODES for c in CLASSES])
 
-    def sample(self, rng: np.random.Generator, starts: FloatArray) -> tuple[StartEffects, Executions]:
+    def sample(
+        self,
+        rng: np.random.Generator,
+        starts: FloatArray,
+        keep: NDArray[np.intp] | None = None,
+        *,
+        totals: bool = True,
+    ) -> tuple[StartEffects, Executions]:
         """Draw the outcome of every send starting at ``starts``.
+
+        ``keep`` (sorted positions into ``starts``) restricts what is *returned* to those
+        sends, and ``totals`` False leaves out the window totals that belong to no one send
+        (inline references, sanitization changes, OAuth events, rejected bytes): a shard of
+        a fleet draws the whole window from the window's own stream, exactly as every other
+        shard does, and keeps its stripe (:mod:`loadsim.shard`). The draws are the same
+        with or without ``keep``, so the shards' parts add up to the whole, send for send.
 
         Hot path, written for numpy's costs: the few sends that do not end ``ok`` are
         handled through an index array (``err``), never a full-length boolean mask, and
@@ -164,6 +178,8 @@ class OutcomeModel:
 
         effects = self._start_effects(rng, counts, err, err_cls, att, att_bytes, mime)
         not_executed = err[~catalog.IS_EXECUTION[err_cls]]
+        if keep is not None:
+            return _kept(effects, keep, totals, cls, err, err_cls, att, att_bytes, mime, latency, starts)
         lat_exec = _without(latency, not_executed)
         done = Executions(
             cls=_without(cls, not_executed), latency=lat_exec, done_at=_without(starts, not_executed) + lat_exec
@@ -243,3 +259,46 @@ def _without(values: NDArray[Any], drop: NDArray[np.intp]) -> NDArray[Any]:
     keep = np.ones(len(values), dtype=bool)
     keep[drop] = False
     return np.compress(keep, values)
+
+
+def _kept(  # noqa: PLR0917 - the arrays of one window, each passed once
+    effects: StartEffects,
+    keep: NDArray[np.intp],
+    totals: bool,
+    cls: NDArray[np.int8],
+    err: NDArray[np.intp],
+    err_cls: NDArray[np.int8],
+    att: NDArray[np.intp],
+    att_bytes: FloatArray,
+    mime: FloatArray,
+    latency: FloatArray,
+    starts: FloatArray,
+) -> tuple[StartEffects, Executions]:
+    """The part of a window's outcomes that belongs to the sends at ``keep``.
+
+    Per send: early-guard failures, MIME builds, accepted attachment bytes and the
+    executions. Window totals (drawn for the window as a whole) only when ``totals``:
+    exactly one shard of a fleet takes them, so the fleet's sums are the window's.
+    """
+    mine = np.zeros(len(cls), dtype=np.bool_)
+    mine[keep] = True
+    kept_counts = np.bincount(np.compress(mine, cls), minlength=len(CLASSES))
+    guard_counts = np.where(catalog.IS_EXECUTION, 0, kept_counts)
+    built = mine.copy()
+    built[err[~catalog.BUILDS_MIME[err_cls]]] = False
+    executed = mine.copy()
+    executed[err[~catalog.IS_EXECUTION[err_cls]]] = False
+    accepted = float(np.compress(built[att], att_bytes).sum()) if len(att) else 0.0
+    rejected = effects.attachment_bytes[1] if totals else 0.0
+    zero = np.zeros_like
+    part = StartEffects(
+        guard_counts=guard_counts,
+        mime_seconds=np.compress(built, mime),
+        attachment_bytes=(accepted, rejected),
+        inline_refs=effects.inline_refs if totals else (0, 0),
+        sanitization=effects.sanitization if totals else zero(effects.sanitization),
+        oauth=effects.oauth if totals else zero(effects.oauth),
+    )
+    lat = np.compress(executed, latency)
+    done = Executions(cls=np.compress(executed, cls), latency=lat, done_at=np.compress(executed, starts) + lat)
+    return part, done
