@@ -84,10 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, metavar="FILE", help="also write the fleet's summary here")
     merge.add_argument("--allow-missing", action="store_true", help="merge even if some shards' files are missing")
 
-    _backfill_args(sub)
     _rollout_args(sub)
-    _report_args(sub)
-    _calibrate_args(sub)
+    _history_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -120,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     scenario.add_argument("--seed", type=int, help="random seed")
     _runtime_args(scenario)
     return parser
+
+
+def _history_args(sub: Any) -> None:
+    """The commands that write or read a window of history: backfill, report, calibrate."""
+    _backfill_args(sub)
+    _report_args(sub)
+    _calibrate_args(sub)
 
 
 def _backfill_args(sub: Any) -> None:
