@@ -115,7 +115,8 @@ def _diurnal(window: Window) -> RateFit:
     if has_weekend and has_weekday:
         weekend0 = float(np.clip((rate[weekend].max() - trough0) / max(peak0 - trough0, 1e-9), 0.02, 2.0))
     else:
-        fixed_weekend = 0.4 if not has_weekend else 1.0
+        # Weekdays and weekends both needed to tell the factor from the peak: held at the model's default.
+        fixed_weekend = float(DiurnalSpec.model_fields["weekend_factor"].default)
         weekend0 = fixed_weekend
 
     def natural(x: FloatArray) -> FloatArray:
