@@ -76,9 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, metavar="FILE", help="also write the fleet's summary here")
     merge.add_argument("--allow-missing", action="store_true", help="merge even if some shards' files are missing")
 
-    _backfill_args(sub)
     _rollout_args(sub)
-    _report_args(sub)
+    _history_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -137,6 +136,13 @@ def _verify_args(sub: Any) -> None:
         metavar="FILE",
         help="also write JUnit XML: one test case per scenario x alert expectation",
     )
+
+
+def _history_args(sub: Any) -> None:
+    """The commands that write or read a window of history: backfill, report, calibrate."""
+    _backfill_args(sub)
+    _report_args(sub)
+    _calibrate_args(sub)
 
 
 def _backfill_args(sub: Any) -> None:
@@ -202,6 +208,25 @@ def _report_args(sub: Any) -> None:
     report.add_argument(
         "--junit", type=Path, metavar="FILE", help="also write JUnit XML: one test case per readiness item"
     )
+
+
+def _calibrate_args(sub: Any) -> None:
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="fit a profile to a relay's history in Prometheus: daily curve, latency, MIME, errors, side counters",
+    )
+    calibrate.add_argument("--prometheus", required=True, metavar="URL", help="the Prometheus that holds the history")
+    calibrate.add_argument("--from", dest="start", required=True, metavar="TIME", help="window start: ISO time")
+    calibrate.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now")
+    calibrate.add_argument("--out", type=Path, required=True, metavar="FILE", help="the profile to write (TOML)")
+    calibrate.add_argument(
+        "--shape",
+        choices=("auto", "diurnal", "hourly"),
+        default="auto",
+        help="send-rate shape: the diurnal curve, the hours replayed, or auto (diurnal unless it fits poorly)",
+    )
+    calibrate.add_argument("--name", default="calibrated", help="the profile's name (default calibrated)")
+    calibrate.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
 
 
 def _rollout_args(sub: Any) -> None:
@@ -463,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rollout": _rollout,
         "backfill": _backfill,
         "report": _report,
+        "calibrate": _calibrate,
         "drill": _drill,
         "scale-rules": _scale_rules,
         "merge": _merge,
@@ -760,6 +786,69 @@ def _report(args: argparse.Namespace) -> int:
         write_junit(args.junit, "loadsim report", [junit_suite(report, time.monotonic() - started)])
         print(f"junit: {args.junit}")
     return EXIT_OK if r.go else EXIT_NO_GO
+
+
+def _calibrate_inputs(args: argparse.Namespace) -> tuple[str, float, float]:
+    """``loadsim calibrate``'s options checked together: the URL and the window, or ConfigError with every problem."""
+    from loadsim.calibrate.fit_rate import MIN_DIURNAL_SECONDS
+    from loadsim.calibrate.read import HOUR
+    from loadsim.calibrate.run import outputs
+
+    problems: list[Problem] = []
+    url = _control_url(args, "--prometheus", args.prometheus, problems)
+    start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
+    span = end - start
+    if not problems and span < HOUR:
+        problems.append(Problem("--to", "", f"the window is {format_duration(max(span, 0))}; it needs at least 1h"))
+    elif not problems and args.shape != "hourly" and span < MIN_DIURNAL_SECONDS:
+        problems.append(
+            Problem(
+                "--from/--to",
+                "",
+                f"the window is {format_duration(span)}; a diurnal fit needs at least 24h of history "
+                "(--shape hourly replays a shorter one)",
+            )
+        )
+    before = len(problems)
+    for path in outputs(args.out).values():  # the profile, then what goes beside it (one problem at most)
+        if len(problems) == before:
+            _check_output(path, "--out", problems)
+    if problems or url is None:
+        raise ConfigError(problems)
+    return url, start, end
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadsim.calibrate.read import iso
+    from loadsim.calibrate.run import run
+    from loadsim.report.prom import SourceError
+
+    url, start, end = _calibrate_inputs(args)
+    t0 = time.monotonic()
+    try:
+        cal, files = run(url, (start, end), args.out, args.shape, args.name)
+    except SourceError as e:
+        raise ConfigError.single("--prometheus", "", str(e)) from None
+    w = cal.window
+    print(
+        f"calibrated from {w.prometheus}, {iso(w.start)} to {iso(w.end)}: {w.hours} hours, {w.sends:,.0f} sends "
+        f"(fits {cal.seconds:.1f}s, {time.monotonic() - t0:.1f}s in all)"
+    )
+    print(f"send rate: {cal.rate.shape}, {cal.rate.why}")
+    for g in cal.goodness:
+        print(f"  {g.name}: {g.verdict()}")
+    shown = ("schedule.", "model.latency.", "model.mime.", "model.attachments.", "controller.")
+    for est in cal.estimates:
+        if est.fitted and est.key.startswith(shown):
+            se = "" if est.se is None else f" ± {est.se:.2g}"
+            print(f"  {est.key:42} {est.value:.6g}{se} {est.unit}".rstrip())
+    fitted = [est for est in cal.estimates if est.key.startswith("model.errors.")]
+    total = sum(est.value for est in fitted)
+    print(f"  error mix: {len(fitted)} outcomes, {total:.4%} of sends fail (each with its error in the report)")
+    for warning in cal.warnings:
+        print(f"loadsim: warning: {warning}", file=sys.stderr)
+    print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+    return EXIT_OK
 
 
 def _rollout(args: argparse.Namespace) -> int:

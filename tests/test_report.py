@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import xmlschema
 
 from loadsim.cli import main
 from loadsim.report.figures import ERROR_RATIO, LATENCY
+from loadsim.testing.history import make_blocks
 from loadsim.testing.stack import Prometheus, find_binary
 
 END = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -69,11 +69,7 @@ def serve(tmp: Path, hours: float, overlays: list[str], timings: dict[str, float
     timings["backfill"] = time.monotonic() - t0
     prometheus = Prometheus({"global": {"evaluation_interval": "15s"}}, find_binary("prometheus"), tmp / "prometheus")
     t0 = time.monotonic()
-    done = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(out), str(prometheus.directory / "tsdb")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    make_blocks(promtool, out, prometheus.directory / "tsdb")
     timings["create_blocks"] = time.monotonic() - t0
     return prometheus
 

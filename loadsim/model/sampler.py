@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from loadsim.model import catalog
 from loadsim.model.catalog import CLASS_INDEX, CLASSES, LatencyKind
-from loadsim.model.params import ModelParams
+from loadsim.model.params import AttachmentParams, MimeParams, ModelParams
 
 Z95 = 1.6448536269514722
 MAX_ATTACHMENTS = 10
@@ -40,6 +40,27 @@ IntArray = NDArray[np.int64]
 def lognormal_params(p50: float, p95: float) -> tuple[float, float]:
     """``(mu, sigma)`` of the lognormal whose median is ``p50`` and 95th percentile ``p95``."""
     return math.log(p50), max(math.log(p95) - math.log(p50), 0.0) / Z95
+
+
+def draw_attachments(
+    rng: np.random.Generator, k: int, params: AttachmentParams, size: tuple[float, float] | None = None
+) -> tuple[IntArray, FloatArray]:
+    """Attachment counts and total bytes of ``k`` sends that carry attachments.
+
+    Sizes stay within the relay's limits: what it would refuse is a validation failure,
+    drawn as its own outcome class, not an accepted attachment. ``size`` is the size
+    lognormal's ``(mu, sigma)`` when the caller has it already. Calibration draws from here
+    too, so its MIME fit uses the very distribution a run samples.
+    """
+    mu, sigma = size or lognormal_params(params.size_p50_bytes, params.size_p95_bytes)
+    count = np.minimum(1 + rng.poisson(params.extra_mean, k), MAX_ATTACHMENTS)
+    sizes = np.minimum(np.exp(mu + sigma * rng.standard_normal(k)), MAX_ATTACHMENT_BYTES)
+    return count, np.minimum(count * sizes, MAX_MESSAGE_BYTES)
+
+
+def mime_attachment_cost(params: MimeParams, count: IntArray, total_bytes: FloatArray) -> FloatArray:
+    """What attachments add to a MIME build (seconds): a cost per attachment and per megabyte."""
+    return params.per_attachment * count + params.per_megabyte * (total_bytes / 1e6)
 
 
 @dataclass(slots=True)
@@ -133,12 +154,8 @@ class OutcomeModel:
         # MIME build: lognormal base + per-attachment and per-megabyte cost.
         mime = np.exp(self._mime[0] + self._mime[1] * rng.standard_normal(n))
         att = np.flatnonzero(rng.random(n) < p.attachments.probability)
-        att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, len(att)), MAX_ATTACHMENTS)
-        # Sizes within the relay's limits: what it would refuse is a validation failure, drawn
-        # as its own outcome class, not an accepted attachment.
-        sizes = np.minimum(np.exp(self._size[0] + self._size[1] * rng.standard_normal(len(att))), MAX_ATTACHMENT_BYTES)
-        att_bytes = np.minimum(att_count * sizes, MAX_MESSAGE_BYTES)
-        mime[att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
+        att_count, att_bytes = draw_attachments(rng, len(att), p.attachments, self._size)
+        mime[att] += mime_attachment_cost(p.mime, att_count, att_bytes)
 
         # Latency: the Gmail call (body or heavy tail), then MIME build added, then per-kind overrides.
         latency = np.exp(self._body[0] + self._body[1] * rng.standard_normal(n))
