@@ -31,10 +31,6 @@ from loadsim.report import document, figures, readiness, render
 from loadsim.report.plots import draw
 from loadsim.report.prom import Alertmanager, Prometheus, SourceError
 
-EXIT_GO = 0
-EXIT_NO_GO = 3
-"""A report that says no-go exits with this, so CI can gate on it (1 is a failed run, 2 bad input)."""
-
 
 @dataclass(frozen=True, slots=True)
 class Inputs:

@@ -49,6 +49,8 @@ class PushTarget:
     timeout: float = 5.0
     keep_group: bool = False
     """Leave the group on the Pushgateway at a clean exit (default: delete it)."""
+    shard: str | None = None
+    """A fleet's shard index: a grouping key of its own per shard, so shards never replace each other's group."""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     reach: Reach = LOOPBACK_ONLY
@@ -76,8 +78,8 @@ class PushTarget:
 
     @property
     def grouping_key(self) -> dict[str, str]:
-        """The stable grouping key (besides the job)."""
-        return {"instance": self.instance}
+        """The stable grouping key (besides the job); a fleet's shards add their index."""
+        return {"instance": self.instance} if self.shard is None else {"instance": self.instance, "shard": self.shard}
 
 
 def redact_url(url: str) -> str:
@@ -114,6 +116,7 @@ class Pusher:
         self._last_success = 0.0
         self._task: asyncio.Task[None] | None = None
         self._outage_since: float | None = None
+        self._last_ok: float | None = None
         self._failed_attempts = 0
         self._deleted = False
         self.backoff_cap = 30.0
@@ -199,6 +202,7 @@ class Pusher:
                 self.log.warning("push.outage", url=self.target.url, error=_describe(e))
             return False
         self._count(pushed=1)
+        self._last_ok = self.clock.now()
         self._last_success = self.clock.wall()
         self.last_success.set(self._last_success)
         if self._outage_since is not None:
@@ -211,6 +215,15 @@ class Pusher:
             self._outage_since = None
             self._failed_attempts = 0
         return True
+
+    def status(self) -> tuple[bool, str]:
+        """For people (the live view): healthy or not, and since when."""
+        now = self.clock.now()
+        if self._outage_since is not None:
+            return False, f"failing for {now - self._outage_since:.0f}s ({self._failed_attempts} attempts)"
+        if self._last_ok is None:
+            return True, "starting"
+        return True, f"ok, last {now - self._last_ok:.0f}s ago"
 
     def next_delay(self) -> float:
         """The interval when healthy; capped exponential backoff with full jitter during an outage."""
