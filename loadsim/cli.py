@@ -27,7 +27,7 @@ from loadsim.logs import FORMATS, LEVELS, configure
 from loadsim.net import DEFAULT_LISTEN, LOOPBACK_ONLY, ListenAddress, Reach, is_loopback, split_userinfo
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
 from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
-from loadsim.redaction import redacted_output, remember, remember_in
+from loadsim.redaction import redact, redacted_output, remember, remember_in
 from loadsim.shard import INDEX_ENV, Shard
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
 from loadsim.thresholds import EXIT_THRESHOLDS, Threshold, parse_option
@@ -907,7 +907,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     url, start, end = _calibrate_inputs(args)
     t0 = time.monotonic()
     try:
-        cal, files = run(url, (start, end), args.out, args.shape, args.name)
+        cal, files = run(url, (start, end), args.out, args.shape, args.name, _reach(args, url))
     except SourceError as e:
         raise ConfigError.single("--prometheus", "", str(e)) from None
     w = cal.window
@@ -962,7 +962,7 @@ def _merge(args: argparse.Namespace) -> int:
 
     _check_output(args.out, "--out")
     fleet = merge(read(list(args.summaries)), allow_missing=args.allow_missing)
-    text = json.dumps(fleet, indent=2) + "\n"
+    text = redact(json.dumps(fleet, indent=2) + "\n")
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")
     brief = {k: v for k, v in fleet.items() if k != "histograms"}

@@ -23,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from loadsim.errors import ConfigError, Problem
+from loadsim.files import MIB, InputFileError, read_text
 from loadsim.model import catalog
 from loadsim.sinks.summary import LatencyQuantiles, RunSummary
 
 COUNTS = ("target", "scheduled", "started", "dropped", "finished", "abandoned", "missed_while_down")
 HDR = ("intended", "actual", "lateness")
+INPUT_LIMIT = 256 * MIB
+"""Largest summary or log file read (a 48-hour shard's log is a few MiB: progress once a minute)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +59,9 @@ def read(paths: list[Path]) -> list[ShardFile]:
     files: list[ShardFile] = []
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            problems.append(Problem(str(path), "", f"cannot read: {e.strerror}"))
+            text = read_text(path, INPUT_LIMIT)
+        except InputFileError as e:
+            problems.append(Problem(str(path), "", str(e)))
             continue
         found = list(_summaries(path, text))
         if not found:

@@ -13,6 +13,7 @@ from loadsim.calibrate import plot, write_profile, write_report
 from loadsim.calibrate.fit_rate import Shape
 from loadsim.calibrate.read import read
 from loadsim.calibrate.result import Calibration, calibrate
+from loadsim.net import LOOPBACK_ONLY, Reach
 from loadsim.report.prom import Prometheus
 
 
@@ -27,11 +28,19 @@ def outputs(out: Path) -> dict[str, Path]:
     }
 
 
-def run(
-    url: str, window: tuple[float, float], out: Path, shape: Shape = "auto", name: str = "calibrated"
+def run(  # noqa: PLR0917 - the command's inputs, each once
+    url: str,
+    window: tuple[float, float],
+    out: Path,
+    shape: Shape = "auto",
+    name: str = "calibrated",
+    reach: Reach = LOOPBACK_ONLY,
 ) -> tuple[Calibration, dict[str, Path]]:
-    """Calibrate from the Prometheus at ``url`` over ``window`` (start, end); SourceError when it cannot be fitted."""
-    cal = calibrate(read(Prometheus(url), *window), shape, name)
+    """Calibrate from the Prometheus at ``url`` over ``window`` (start, end); SourceError when it cannot be fitted.
+
+    ``reach`` says where its connections may go: loopback, unless the host was allowed by name.
+    """
+    cal = calibrate(read(Prometheus(url, reach=reach), *window), shape, name)
     files = outputs(out)
     write_report.write(cal, files["report"], files["json"])
     plot.draw(cal, files["plot"])

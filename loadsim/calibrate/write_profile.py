@@ -17,6 +17,7 @@ from loadsim.calibrate.estimate import Estimate
 from loadsim.calibrate.read import iso
 from loadsim.calibrate.result import Calibration
 from loadsim.profile import DiurnalSpec, Profile, StepsSpec, parse_profile
+from loadsim.redaction import redact
 
 
 def _number(value: float) -> str:
@@ -105,7 +106,7 @@ def validated(text: str, source: str) -> Profile:
 
 def write(cal: Calibration, out: Path, fit_report: Path) -> Path:
     """Render, validate and write the profile to ``out`` (whole, then renamed into place)."""
-    text = render(cal, fit_report.name)
+    text = redact(render(cal, fit_report.name))  # its comments name the source
     validated(text, str(out))
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

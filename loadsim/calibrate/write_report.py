@@ -15,6 +15,7 @@ from typing import Any
 from loadsim.calibrate.estimate import POOR_P, Goodness, Row
 from loadsim.calibrate.read import iso
 from loadsim.calibrate.result import Calibration
+from loadsim.redaction import redact
 
 
 def _fmt(value: float) -> str:
@@ -123,5 +124,6 @@ def as_json(cal: Calibration) -> dict[str, Any]:
 
 def write(cal: Calibration, markdown_path: Path, json_path: Path) -> None:
     """Both files."""
-    markdown_path.write_text(markdown(cal), encoding="utf-8")
-    json_path.write_text(json.dumps(as_json(cal), indent=2) + "\n", encoding="utf-8")
+    # The Prometheus URL is in both: the one redaction keeps a credential in it out of them.
+    markdown_path.write_text(redact(markdown(cal)), encoding="utf-8")
+    json_path.write_text(redact(json.dumps(as_json(cal), indent=2) + "\n"), encoding="utf-8")
