@@ -47,8 +47,12 @@ from loadsim.testing import Binaries, BinaryNotFoundError, Stack
 
 T = TypeVar("T")
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
-LEAD = 6.0
-"""Seconds from the Job's creation to START_AT: the shards start, then Prometheus (it waits for their targets)."""
+LEAD = 12.0
+"""Seconds from the Job's creation to START_AT: the shards start, then Prometheus (it waits for their targets).
+
+Four Python processes importing numpy, prometheus-client and aiohttp on two busy cores took more
+than 6 s (a shard whose first window was run second 2.1): the lead is what a Job would give its
+pods to be scheduled, so it is generous; a late shard is the restart case, tested on its own."""
 DURATION = 60.0
 OVERLAY_START = 28.0
 KILL_AT, RESTART_AT = 5.0, 9.0
