@@ -18,6 +18,7 @@ from typing import Any
 
 from jinja2 import Environment
 
+from loadsim.redaction import redact
 from loadsim.report.document import Report, iso
 
 HTML = """<!DOCTYPE html>
@@ -120,6 +121,6 @@ def write(report: Report, plots: dict[str, str], out: Path) -> dict[str, Path]:
     }
     for path, text in files.values():
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(redact(text), encoding="utf-8")  # the source URL, an error's text: no credential
         tmp.replace(path)
     return {k: p for k, (p, _) in files.items()}
