@@ -171,6 +171,25 @@ class TestKnobs:
         assert validation.threshold_at(healthy_state(200.0)) == validation.axis.low
 
 
+class TestExistingCluster:
+    def test_the_same_sweep_runs_on_a_scheduler_given_by_address(self, tmp_path: Path, capsys) -> None:
+        from distributed import LocalCluster
+
+        tiny = ["--alert", ERR_CRIT, "--intensity", f"{ERR_CRIT}=0.08", "--rate", "20/s", "--runs", "4",
+                "--background-runs", "0", "--progress", "off"]  # fmt: skip
+        with LocalCluster(
+            n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1", scheduler_port=0, dashboard_address=None
+        ) as cluster:
+            code = main(["sensitivity", *tiny, "--scheduler", cluster.scheduler_address, "--out", str(tmp_path)])
+        assert code == 0
+        out = capsys.readouterr().out
+        assert "4 virtual runs" in out
+        assert "in 1 Dask task on 1 worker:" in out
+        doc = json.loads((tmp_path / "sensitivity.json").read_text())
+        (point,) = doc["alerts"][0]["rates"][0]["points"]
+        assert point["detected"] == 4  # 8% errors for 30 minutes: the critical fires in every run
+
+
 class TestRefusals:
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
         code = main(["sensitivity", *args, "--runs", "1", "--progress", "off"])

@@ -78,13 +78,18 @@ def _curve_summary(c: Curve, a: AlertReport) -> list[str]:
     return [f"  {c.rate:>4g}/s: 90% detection at {_reach(c.reach90, unit)}; threshold at this rate {threshold}", alarms]
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def summary(report: Report) -> str:
     """One line: how much was run, how long it took."""
     s = report.spec
     return (
-        f"{report.runs} virtual runs ({s.runs} per point, deadline {s.deadline / 60:g}m, "
-        f"{s.background_runs} x {s.background_hours:g} h of background per rate) in {report.tasks} Dask tasks "
-        f"on {report.workers} workers: {report.wall_seconds:.1f} s wall, {report.task_seconds:.1f} s of task time"
+        f"{_plural(report.runs, 'virtual run')} ({s.runs} per point, deadline {s.deadline / 60:g}m, "
+        f"{s.background_runs} x {s.background_hours:g} h of background per rate) in "
+        f"{_plural(report.tasks, 'Dask task')} on {_plural(report.workers, 'worker')}: "
+        f"{report.wall_seconds:.1f} s wall, {report.task_seconds:.1f} s of task time"
     )
 
 

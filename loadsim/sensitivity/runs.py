@@ -10,7 +10,7 @@ Each run is built by the one engine factory, its scrapes recorded every 15 s as
 
 The engine steps in windows of one scrape interval: a scrape at ``t`` sees exactly the
 sends completed by ``t`` whatever the window, and the overlays here have no ramps and
-start on a scrape, so the finer default window would only cost time (5x here).
+start on a scrape, so the finer default window (5 s) would only cost time: 93 ms a run instead of 36.
 
 Seeds are common across intensities: replicate ``i`` at a rate draws the same
 arrivals and the same uniform numbers at every intensity, so a curve's points differ
