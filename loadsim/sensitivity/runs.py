@@ -12,10 +12,10 @@ The engine steps in windows of one scrape interval: a scrape at ``t`` sees exact
 sends completed by ``t`` whatever the window, and the overlays here have no ramps and
 start on a scrape, so the finer default window (5 s) would only cost time: 93 ms a run instead of 36.
 
-Seeds are common across intensities: replicate ``i`` at a rate draws the same
-arrivals and the same uniform numbers at every intensity, so a curve's points differ
-by the intensity alone, not by noise (the detection curve of one seed is monotone
-wherever the scenario only adds errors), which narrows the comparison between points.
+Seeds are common across intensities: replicate ``i`` at a rate uses the same seed at every
+intensity, so it sees the same arrivals (their own random stream) and the same outcome
+draws until the first draw whose count depends on the fault. Neighbouring points then
+differ less by noise than independent seeds would make them.
 """
 
 from __future__ import annotations
