@@ -27,6 +27,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -36,10 +37,14 @@ from pydantic_core import ErrorDetails
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
+from loadsim.files import MIB, InputFileError, read_bytes
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
+from loadsim.thresholds import Threshold, parse_threshold
 from loadsim.units import MAX_RATE, NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
 
+PROFILE_LIMIT = 4 * MIB
+"""Largest profile file read (the bundled ones are under 4 KiB)."""
 DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
 """A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
 MAX_PAIRS = 1_000_000
@@ -262,6 +267,45 @@ class OverlaySpec(_Spec):
         return self.ramp if self.ramp_out is None else self.ramp_out
 
 
+def _threshold_of(metric: str) -> Any:
+    """A list item type: one threshold on ``metric``, from an expression or a table."""
+    return Annotated[Threshold, PlainValidator(lambda item: parse_threshold(metric, item))]
+
+
+class ThresholdsSpec(_Spec):
+    """Pass/fail criteria (k6's ``thresholds``): each measure takes a list of expressions."""
+
+    errors: list[_threshold_of("errors")] = Field(default_factory=list)  # type: ignore[valid-type]
+    latency: list[_threshold_of("latency")] = Field(default_factory=list)  # type: ignore[valid-type]
+    latency_intended: list[_threshold_of("latency_intended")] = Field(default_factory=list)  # type: ignore[valid-type]
+    achieved_rate: list[_threshold_of("achieved_rate")] = Field(default_factory=list)  # type: ignore[valid-type]
+    drops: list[_threshold_of("drops")] = Field(default_factory=list)  # type: ignore[valid-type]
+    reason: dict[str, list[Any]] = Field(default_factory=dict)
+    """``[thresholds.reason]``: a list per reason name (``gmail_5xx = ["count<100"]``)."""
+
+    @field_validator("reason")
+    @classmethod
+    def _reasons(cls, table: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for name, items in table.items():
+            parsed = []
+            for i, item in enumerate(items):
+                try:
+                    parsed.append(parse_threshold(f"reason.{name}", item))
+                except ValueError as e:
+                    msg = f"{name}[{i}]: {e}"
+                    raise ValueError(msg) from None
+            out[name] = parsed
+        return out
+
+    def all(self) -> list[Threshold]:
+        """Every threshold, in the order of the measures above."""
+        out: list[Threshold] = [*self.errors, *self.latency, *self.latency_intended, *self.achieved_rate, *self.drops]
+        for items in self.reason.values():
+            out += items
+        return out
+
+
 class Profile(_Spec):
     """A whole run: traffic shape, outcome model, controller and metric options."""
 
@@ -281,6 +325,8 @@ class Profile(_Spec):
     engine: EngineSpec = Field(default_factory=EngineSpec)
     overlay: Annotated[list[OverlaySpec], Field(max_length=MAX_OVERLAYS)] = Field(default_factory=list)
     """Fault scenarios layered on the schedule (TOML: ``[[overlay]]`` tables)."""
+    thresholds: ThresholdsSpec = Field(default_factory=ThresholdsSpec, exclude=True)
+    """Pass/fail criteria: they judge a run, they do not change it (so not in the state file's fingerprint)."""
 
     @field_validator("schedule")
     @classmethod
@@ -302,17 +348,17 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file; raises :class:`ConfigError` listing every problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError.single(source, "", "file not found") from None
-    except OSError as e:
-        raise ConfigError.single(source, "", f"cannot read file: {e.strerror}") from None
+        raw = read_bytes(path, PROFILE_LIMIT)
+    except InputFileError as e:
+        raise ConfigError.single(source, "", str(e)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError.single(source, "", "not UTF-8 text; expected a TOML profile") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError.single(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError.single(source, "", "not valid TOML: nested too deeply") from None
     return parse_profile(data, source)
 
 

@@ -43,6 +43,7 @@ from loadsim.drivers import wire
 from loadsim.engine.driver import NO_COUNTS, Counts, Part, Window
 from loadsim.engine.loop import MAX_BATCH, Engine, RunResult
 from loadsim.engine.seeds import RunRandom
+from loadsim.errors import EXIT_ERROR
 from loadsim.logs import configure
 from loadsim.outputs import directory_problem, file_problem, write_atomically
 from loadsim.runtime.execute import RunOptions, execute
@@ -463,10 +464,10 @@ class TestOutputsProbedBeforeTheRun:
         assert got == ["summary\n"]
         assert stat.S_ISFIFO(fifo.stat().st_mode), "still a pipe: nothing was renamed over it"
 
-    def test_an_output_that_fails_after_the_run_is_one_line_and_exit_1(self, capsys) -> None:
+    def test_an_output_that_fails_after_the_run_is_one_line_and_exit_4(self, capsys) -> None:
         """/dev/full opens (the probe passes) and refuses the bytes: the run happened, its file did not."""
         code, err, out = run_main(capsys, "run", "--virtual", "--duration", "10s", "--summary-json", "/dev/full")
-        assert code == 1
+        assert code == EXIT_ERROR  # loadsim could not finish (the exit code table), not bad input
         assert err == ["loadsim: /dev/full: cannot write it after the work was done (No space left on device)"]
         assert '"event": "run.summary"' in out  # the figures are in the log all the same
 

@@ -161,8 +161,18 @@ def profile_documents(draw: st.DrawFn) -> str:
 # -- running the command line ---------------------------------------------------------------------
 
 
-class WouldRun(Exception):  # noqa: N818 - a signal to the test, not an error
-    """The command validated everything and got to where its work would start."""
+WOULD_RUN = "would run"
+
+
+class WouldRun(SystemExit):
+    """The command validated everything and got to where its work would start.
+
+    A SystemExit (with its own code): the CLI lets it through as it lets an exit through,
+    where it catches any Exception (a bug) and prints it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(WOULD_RUN)
 
 
 @contextlib.contextmanager
@@ -184,6 +194,8 @@ def stopped_before_work(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "loadsim.report.observe.observe",
         "loadsim.report.own.served",
         "loadsim.cli._check_drill_stack",
+        "loadsim.calibrate.run.run",
+        "loadsim.sensitivity.command.run",
     ):
         monkeypatch.setattr(target, would_run)
     yield
@@ -197,10 +209,8 @@ def cli(argv: list[str]) -> tuple[int | str, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main(argv)
-        except WouldRun:
-            code = "ran"
-        except SystemExit as e:  # argparse: a usage line and an error line, exit 2
-            code = e.code if isinstance(e.code, int) else 2
+        except SystemExit as e:  # argparse (a usage line and an error line, exit 2), or WouldRun
+            code = "ran" if e.code == WOULD_RUN else e.code if isinstance(e.code, int) else 2
     assert time.monotonic() - started < EXAMPLE_SECONDS, argv
     return code, out.getvalue(), err.getvalue()
 
@@ -252,7 +262,20 @@ class TestProfilesValidateOrAreRefused:
 
 # -- argument vectors -----------------------------------------------------------------------------
 
-COMMANDS = ("run", "check", "scenario", "backfill", "rollout", "scale-rules", "drill", "verify", "report")
+COMMANDS = (
+    "run",
+    "check",
+    "scenario",
+    "backfill",
+    "rollout",
+    "scale-rules",
+    "drill",
+    "verify",
+    "report",
+    "calibrate",
+    "sensitivity",
+    "merge",
+)
 UNSAFE = {"-h", "--help", "--allow-host", "--allow-target", "--version"}
 """Options never generated: help exits 0 by design; allowed hosts would send the test to the network."""
 URLS = ["http://127.0.0.1:1", "http://[::1]:1", "https://127.0.0.1:1/x", "ftp://127.0.0.1", "", "http://", "10.0.0.1"]
@@ -321,11 +344,12 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 class TestArgumentVectorsValidateOrAreRefused:
     @settings(
-        max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+        max_examples=examples(250), suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
     )
     @given(data=st.data())
     def test_any_argument_vector(self, paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch, data: Any) -> None:
         argv = data.draw(argument_vectors(paths))
+        monkeypatch.chdir(paths["dir"])  # relative outputs ("30s") land in the test's directory
         with stopped_before_work(monkeypatch):
             code, out, err = cli(argv)
         event(f"{argv[0]}: {code}")

@@ -66,8 +66,9 @@ from loadsim.drivers.templates import (
 from loadsim.engine.driver import Counts, Part, Window
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import Problem
+from loadsim.files import MIB, read_bytes
 from loadsim.model.params import ModelParams
-from loadsim.net import is_loopback
+from loadsim.net import LOOPBACK_ONLY, Reach, is_loopback
 from loadsim.schedule import Schedule
 from loadsim.sinks.http_metrics import HttpMetrics
 
@@ -75,6 +76,8 @@ HDR_MAX_US = 600_000_000
 """Longest latency recorded: 10 minutes, in microseconds."""
 DEFAULT_REMOTE_MAX_RATE = 10.0
 """Sends/s allowed to a non-loopback target unless --max-rate raises it."""
+CA_FILE_LIMIT = 4 * MIB
+"""Largest --ca-file read (the whole Mozilla bundle is about 220 KiB)."""
 DEFAULT_MAX_BODY = 1 << 20
 """Longest response body read (bytes); longer ones end as ``oversize``."""
 
@@ -116,6 +119,12 @@ class HttpOptions:
     """How far ahead of a window its arrivals are placed on the loop (seconds)."""
     fault_control: str | None = None
     """Base URL of a loadsim fake-gmail whose control API gets the Gmail-side overlays."""
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    """User and password from the target URL's userinfo, sent as HTTP Basic auth (``target`` has none)."""
+    reach: Reach = LOOPBACK_ONLY
+    """Where the target's connections may go: loopback, unless the target's host was allowed by name."""
+    fault_control_reach: Reach = LOOPBACK_ONLY
+    """The same for the fault-control URL (``--allow-host``)."""
 
 
 def check_target(
@@ -330,7 +339,7 @@ class HttpDriver:
         self.faults = faults
         self.log = log
         self.results = HttpResults()
-        self.wire = Wire(options.target, options.token)
+        self.wire = Wire(options.target, options.token, basic=options.basic_auth)
         self.sampler = MessageSampler(random.outcomes)
         self.gmail = GmailPayloads(self.wire, options.users, random.outcomes, random.overlays)
         self._relay_flow = options.template == "relay"
@@ -381,6 +390,7 @@ class HttpDriver:
             ssl_context=context,
             render=self.gmail.build,
             max_body=self.options.max_body,
+            reach=self.options.reach,
         )
         self._pool = pool
         pool.start()
@@ -545,11 +555,13 @@ class HttpDriver:
         label = self._label(status)
         if label != "2xx":
             return f"preview_{label}"
+        if ex.body is None:
+            return "preview_too_large"  # longer than the pool keeps (wire.MAX_KEPT): no id looked for
         preview_id = None
         try:
-            parsed = json.loads(bytes(ex.body or b""))
+            parsed = json.loads(ex.body)
             preview_id = parsed.get("preview_id") if isinstance(parsed, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             preview_id = None
         if not preview_id:
             return "preview_no_id"
@@ -604,6 +616,8 @@ class HttpDriver:
         out = self.results.to_dict()
         out["target"] = self.options.target
         out["template"] = self.options.template
+        if self._pool is not None and self._pool.refused:
+            out["connections_refused_beyond_loopback"] = self._pool.refused
         if self.faults is not None:
             out["fault_control"] = self.faults.summary()
         return out
@@ -635,11 +649,14 @@ class HttpDriver:
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """The client TLS context: the system's CAs, plus ``ca_file`` (PEM) when given.
 
-    Raises ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be used.
+    Raises :class:`~loadsim.files.InputFileError` (not a regular file, over 4 MiB),
+    ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be used. The file is
+    read by :mod:`loadsim.files` (a FIFO would block ``cafile=``) and handed over as text.
     """
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=ca_file)
+        pem = read_bytes(ca_file, CA_FILE_LIMIT).decode("ascii", "replace")
+        context.load_verify_locations(cadata=pem)
     return context
 
 

@@ -178,11 +178,13 @@ class Engine:
         """Resume at run time ``t`` after downtime; returns the number of arrivals missed.
 
         The schedule's arrivals in between are counted as missed (never generated in
-        a burst), and the driver forgets what was due in between.
+        a burst), and the driver forgets what was due in between. Only the run's own
+        time counts: a run resumed after its end missed the arrivals up to its end, no more.
         """
         if t <= self.t:
             return 0
-        expected = self.plan.schedule.expected(self.t, t)
+        end = min(t, self.plan.duration)
+        expected = self.plan.schedule.expected(self.t, end) if self.t < end else 0.0
         self.arrivals.cumulative_expected += expected
         missed = round(expected)
         self.counts.missed += missed
@@ -206,6 +208,7 @@ class Engine:
             "arrivals_cumulative_expected": self.arrivals.cumulative_expected,
             "counts": counts,
             "random": {name: gen.bit_generator.state for name, gen in self.random.generators().items()},
+            "health": self.health.state(),
         }
         return meta, {}
 
@@ -225,6 +228,8 @@ class Engine:
         h.abandoned.inc(c.abandoned)
         h.missed.inc(c.missed)
         h.behind.inc(c.behind)
+        if "health" in meta:  # state files written before it was kept start these from zero
+            h.load_state(meta["health"])
         h.run_seconds.set(self.t)
         h.in_flight.set(self.driver.in_flight())
 

@@ -59,7 +59,8 @@ class MetricsServer:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         if not self.serving():
-            return web.Response(status=503, text="metrics unavailable (metrics-missing overlay)\n")
+            why = "metrics unavailable (metrics-missing overlay, or no checkpoint yet)\n"
+            return web.Response(status=503, text=why)
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

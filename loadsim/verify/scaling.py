@@ -19,6 +19,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from loadsim.files import MIB, read_text
+
+RULES_LIMIT = 16 * MIB
+"""Largest rule file read (the relay's are a few KiB)."""
+
 _RANGE = re.compile(r"\[((?:\d+(?:ms|[smhdwy]))+)\]")
 _PROM_PART = re.compile(r"(\d+)(ms|[smhdwy])")
 _PROM_WHOLE = re.compile(r"(?:\d+(?:ms|[smhdwy]))+")
@@ -73,6 +78,6 @@ def write_scaled(sources: list[Path], out_dir: Path, factor: float, **kwargs: fl
     for src in sources:
         dest = out_dir / src.name
         header = f"# Time-scaled copy ({factor:g}x faster) of {src.name}, written by loadsim; do not edit.\n"
-        dest.write_text(header + scale_rules(src.read_text(encoding="utf-8"), factor, **kwargs), encoding="utf-8")
+        dest.write_text(header + scale_rules(read_text(src, RULES_LIMIT), factor, **kwargs), encoding="utf-8")
         written.append(dest)
     return written
