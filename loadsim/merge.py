@@ -27,7 +27,7 @@ from loadsim.files import MIB, InputFileError, read_text
 from loadsim.model import catalog
 from loadsim.sinks.summary import LatencyQuantiles, RunSummary
 
-COUNTS = ("target", "scheduled", "started", "dropped", "finished", "abandoned", "missed_while_down")
+COUNTS = ("target", "scheduled", "started", "dropped", "finished", "abandoned", "missed_while_down", "dropped_behind")
 HDR = ("intended", "actual", "lateness")
 INPUT_LIMIT = 256 * MIB
 """Largest summary or log file read (a 48-hour shard's log is a few MiB: progress once a minute)."""

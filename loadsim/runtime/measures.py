@@ -90,7 +90,7 @@ class _SimReader:
             expected=self.engine.plan.expected_sends(0.0, t),
             scheduled=c.scheduled,
             started=c.started,
-            dropped=c.dropped,
+            dropped=c.dropped + c.behind,  # not started: at max_in_flight, or the machine behind
             finished=finished,
             # The summary's error ratio: every outcome but ok, over executions (see RunSummary.to_dict).
             errors=finished - int(classes[catalog.OK]),
@@ -123,7 +123,7 @@ class _HttpReader:
             expected=self.engine.plan.expected_sends(0.0, t),
             scheduled=c.scheduled,
             started=c.started,
-            dropped=c.dropped,
+            dropped=c.dropped + c.behind,  # not started: at max_in_flight, or the machine behind
             finished=finished,
             errors=errors,
             error_base=finished,
