@@ -257,6 +257,25 @@ class TestOverloadKeepsTheLoopResponsive:
         assert abs(sum(driver.sizes) - 1e7) < 5 * np.sqrt(1e7)
         assert ticks >= len(driver.sizes) - 1
 
+    def test_the_http_driver_holds_at_most_its_waiting_bound_of_handed_over_arrivals(self) -> None:
+        """A window of 250,000 requests handed over at once: 100,000 wait for their time, the rest are counted."""
+        from loadsim.drivers.http import MAX_WAITING, HttpDriver, HttpOptions
+
+        plan = dataclasses.replace(make_plan(duration="1m"), virtual=False)
+        clock = ManualClock()
+        run = build(plan, http=HttpOptions(target="http://127.0.0.1:9", max_in_flight=10_000), clock=clock)
+        driver = run.driver
+        assert isinstance(driver, HttpDriver)
+        assert driver.max_batch <= 1 << 13  # the engine hands over 8,192 at a time; this checks the driver alone
+        starts = np.linspace(10.0, 11.0, 250_000, endpoint=False)  # all due later: none can start yet
+
+        async def hand_over() -> Counts:
+            return driver.window(Window(9.9, 11.0, starts, run.engine.state, []))
+
+        counts = asyncio.run(hand_over())
+        assert (counts.started, counts.dropped) == (0, 250_000 - MAX_WAITING)
+        assert driver.in_flight() == MAX_WAITING
+
     def test_a_machine_that_cannot_keep_up_drops_late_windows_counts_them_and_stays_on_time(self) -> None:
         """Each send costs 30 us of machine time at 1e5/s (3x too much): late windows are counted, not queued."""
         plan = make_plan(
