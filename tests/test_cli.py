@@ -11,6 +11,8 @@ import pytest
 
 from loadsim.cli import main
 
+pytestmark = pytest.mark.bad_input  # any traceback in a test's captured output fails it (conftest)
+
 
 def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
     path = tmp_path / name

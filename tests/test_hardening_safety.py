@@ -53,6 +53,8 @@ from loadsim.redaction import redact, redact_data, remember
 from loadsim.runtime.execute import RunOptions, execute, identity
 from loadsim.runtime.factory import build
 
+pytestmark = pytest.mark.bad_input  # any traceback in a test's captured output fails it (conftest)
+
 TEST_NET = "192.0.2.1"
 """RFC 5737 TEST-NET-1: not loopback, and never answers, so a connection that got there would hang."""
 

@@ -19,6 +19,8 @@ from loadsim.runtime.measures import hdr_counts, hdr_values, sample_reader
 from loadsim.sinks.summary import LatencyQuantiles
 from loadsim.thresholds import EXIT_THRESHOLDS, Histogram, Judge, parse_option, parse_threshold
 
+pytestmark = pytest.mark.bad_input  # any traceback in a test's captured output fails it (conftest)
+
 VIRTUAL = ["--virtual", "--no-listen", "--progress", "off", "--log-format", "json"]
 
 
