@@ -100,6 +100,9 @@ def render_summary(
     for key in ("finished", "dropped", "abandoned"):
         style = "red" if key != "finished" and counts[key] else ""
         grid.add_row(_name(key), Text(f"{counts[key]:,}", style=style), "")
+    if counts.get("dropped_behind"):
+        why = "the machine could not keep up"
+        grid.add_row(_name("dropped behind"), Text(f"{counts['dropped_behind']:,}", style="red"), why)
     if counts.get("missed_while_down"):
         grid.add_row(_name("missed while down"), f"{counts['missed_while_down']:,}", "")
     _status(grid, s, noun)
