@@ -75,6 +75,20 @@ def _latency(quantiles: Mapping[str, float]) -> str:
     return "  ".join(parts) or "no data"
 
 
+def _totals(grid: _Lines, s: Mapping[str, Any], counts: Mapping[str, Any], noun: str) -> None:
+    _section(grid, "TOTALS")
+    rate = f"{s['achieved_rate_per_s']:,.2f}/s achieved of {s['target_rate_per_s']:,.2f}/s target"
+    grid.add_row(_name(f"{noun} started"), f"{counts['started']:,}", rate)
+    for key in ("finished", "dropped", "abandoned"):
+        style = "red" if key != "finished" and counts[key] else ""
+        grid.add_row(_name(key), Text(f"{counts[key]:,}", style=style), "")
+    if counts.get("dropped_behind"):
+        why = "the machine could not keep up"
+        grid.add_row(_name("dropped behind"), Text(f"{counts['dropped_behind']:,}", style="red"), why)
+    if counts.get("missed_while_down"):
+        grid.add_row(_name("missed while down"), f"{counts['missed_while_down']:,}", "")
+
+
 def render_summary(
     s: Mapping[str, Any],
     *,
@@ -94,17 +108,7 @@ def render_summary(
     if stopped:
         head.append(f", stopped early ({stopped})", "yellow")
     grid = _Lines()
-    _section(grid, "TOTALS")
-    rate = f"{s['achieved_rate_per_s']:,.2f}/s achieved of {s['target_rate_per_s']:,.2f}/s target"
-    grid.add_row(_name(f"{noun} started"), f"{counts['started']:,}", rate)
-    for key in ("finished", "dropped", "abandoned"):
-        style = "red" if key != "finished" and counts[key] else ""
-        grid.add_row(_name(key), Text(f"{counts[key]:,}", style=style), "")
-    if counts.get("dropped_behind"):
-        why = "the machine could not keep up"
-        grid.add_row(_name("dropped behind"), Text(f"{counts['dropped_behind']:,}", style="red"), why)
-    if counts.get("missed_while_down"):
-        grid.add_row(_name("missed while down"), f"{counts['missed_while_down']:,}", "")
+    _totals(grid, s, counts, noun)
     _status(grid, s, noun)
     _section(grid, "LATENCY")
     if noun == "sends":
