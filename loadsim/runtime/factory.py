@@ -91,19 +91,7 @@ def build(
     if http is None:
         relay, summary = RelayMetrics(plan.metrics, random.metrics), RunSummary()
         rollout = None
-        if arrivals is not None:
-            driver = ShardSimDriver(
-                plan.model,
-                plan.controller,
-                random.outcomes,
-                random.controller,
-                relay,
-                summary,
-                max_in_flight=plan.engine.max_in_flight,
-                arrivals=arrivals,
-                seed=plan.seed,
-            )
-        elif plan.controller.mode == "policy":
+        if arrivals is None and plan.controller.mode == "policy":
             rollout = RolloutController(
                 plan.controller,
                 population(plan.population, plan.seed),
@@ -116,17 +104,12 @@ def build(
                 if controller_prometheus is None
                 else LiveReader(controller_prometheus, clock, controller_reach),
             )
+        # One construction for both: a shard's driver differs only in the arrivals it keeps.
+        common = (plan.model, plan.controller, random.outcomes, random.controller, relay, summary)
         if arrivals is None:
-            driver = SimDriver(
-                plan.model,
-                plan.controller,
-                random.outcomes,
-                random.controller,
-                relay,
-                summary,
-                max_in_flight=plan.engine.max_in_flight,
-                rollout=rollout,
-            )
+            driver = SimDriver(*common, max_in_flight=plan.engine.max_in_flight, rollout=rollout)
+        else:
+            driver = ShardSimDriver(*common, max_in_flight=plan.engine.max_in_flight, arrivals=arrivals, seed=plan.seed)
     else:
         # Imported here: a simulated run needs neither the HTTP client nor its parser.
         from loadsim.drivers.faults import FaultControl
