@@ -41,6 +41,21 @@ class Arrivals:
         self.cumulative_expected = 0.0
         """Expected arrivals since the run's start; the phase of ``even`` arrivals."""
 
+    def count(self, t0: float, t1: float, scale: float = 1.0) -> int:
+        """How many arrivals fall in ``[t0, t1)``, without their times (a window dropped unsampled).
+
+        ``even`` arrivals keep their phase exactly as :meth:`draw` would; a Poisson window
+        draws its count alone (no times), so its random stream moves on by less.
+        """
+        expected = self.schedule.expected(t0, t1) * scale
+        start_l = self.cumulative_expected
+        self.cumulative_expected += expected
+        if expected <= 0.0:
+            return 0
+        if self.kind is ArrivalKind.POISSON:
+            return int(self.rng.poisson(expected))
+        return max(0, math.ceil(self.cumulative_expected - 1e-9) - math.ceil(start_l - 1e-9))
+
     def draw(self, t0: float, t1: float, scale: float = 1.0) -> NDArray[np.float64]:
         """Start times in ``[t0, t1)``; ``scale`` multiplies the schedule (overlays such as a traffic drop)."""
         expected = self.schedule.expected(t0, t1) * scale

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import json
+import math
 import os
 import ssl
 import sys
@@ -19,19 +22,35 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from loadsim import __version__
-from loadsim.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ConfigError, Problem
-from loadsim.logs import LEVELS, configure
-from loadsim.net import DEFAULT_LISTEN, ListenAddress, is_loopback
+from loadsim.errors import EXIT_ERROR, EXIT_FAILURE, EXIT_NO_GO, EXIT_OK, EXIT_USAGE, ConfigError, Problem, one_line
+from loadsim.files import KIB, MIB, InputFileError, check_regular, read_text
+from loadsim.logs import FORMATS, LEVELS, configure
+from loadsim.net import DEFAULT_LISTEN, LOOPBACK_ONLY, ListenAddress, Reach, is_loopback, split_userinfo
+from loadsim.outputs import OutputError, directory_problem, file_problem, write_atomically
 from loadsim.plan import OVERLAY_HELP, Overrides, RunPlan, apply_overrides, build_plan, positive_option
-from loadsim.profile import EMBEDDED_DEFAULT, OverlaySpec, Profile, load_profile
+from loadsim.profile import EMBEDDED_DEFAULT, MAX_IN_FLIGHT, OverlaySpec, Profile, load_profile
+from loadsim.redaction import redact, redacted_output, remember, remember_in
+from loadsim.runtime.signals import TRAFFIC_COMMANDS, StopSignals
+from loadsim.sensitivity.command import HELP as SENSITIVITY_HELP
+from loadsim.sensitivity.command import add_arguments as sensitivity_arguments
+from loadsim.sensitivity.command import main as sensitivity_main
+from loadsim.shard import INDEX_ENV, Shard
 from loadsim.sinks.pushgateway import DEFAULT_INSTANCE, DEFAULT_JOB, PushTarget, redact_url
-from loadsim.units import format_duration, parse_duration, parse_rate
+from loadsim.thresholds import EXIT_THRESHOLDS, Threshold, parse_option
+from loadsim.units import MAX_SECONDS, format_duration, parse_duration, parse_rate
 
 if TYPE_CHECKING:
     from loadsim.drivers.http import HttpOptions
     from loadsim.engine.keeper import StateOptions
+    from loadsim.runtime.fleet import FleetOptions
 
 ALLOW_HOSTS_ENV = "LOADSIM_ALLOW_HOSTS"
+TOKEN_LIMIT = 64 * KIB
+"""Largest token file read: a bearer token is a few hundred bytes, a JWT a few KiB."""
+SCORE_CARD_LIMIT = 16 * MIB
+"""Largest drill score card read by ``loadsim report --drill`` (one is about 2 KiB)."""
+URL_ENVIRONMENT = ("PUSHGATEWAY_URL",)
+"""Environment variables that give URLs (option defaults): their credentials are masked too."""
 T = TypeVar("T")
 
 
@@ -47,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("profile", nargs="?", help="profile TOML file (default: the embedded default profile)")
     _schedule_args(run)
     _runtime_args(run)
+    _fleet_args(run)
     _http_args(run)
 
     check = sub.add_parser("check", help="validate a profile and describe its plan without running it")
@@ -54,27 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     _schedule_args(check)
     check.add_argument("--virtual", action="store_true", help="plan on the virtual calendar (default: now)")
 
-    sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
-
-    verify = sub.add_parser(
-        "verify", help="the scenario x alert matrix: which relay alerts each scenario fires (virtual time, promtool)"
+    scenarios = sub.add_parser("scenarios", help="list the fault scenarios and the relay alerts each should fire")
+    scenarios.add_argument(
+        "--format",
+        choices=("text", "github-choices"),
+        default="text",
+        help="text (default), or github-choices: the names as a YAML list, for a workflow_dispatch choice input",
     )
-    verify.add_argument(
-        "--rules",
-        nargs="+",
-        type=Path,
-        metavar="FILE",
-        help="rule files evaluated together (default: the relay's recording rules with each of its two alert files)",
-    )
-    verify.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
-    verify.add_argument("--background-hours", type=float, default=48.0, help="length of the background-only run")
-    verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
-    verify.add_argument("--seed", type=int, default=1)
-    verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
 
-    _backfill_args(sub)
+    _verify_args(sub)
+
+    merge = sub.add_parser(
+        "merge", help="a fleet's summary from its shards' --summary-json files (quantiles from merged histograms)"
+    )
+    merge.add_argument("summaries", nargs="+", type=Path, metavar="SUMMARY", help="one --summary-json file per shard")
+    merge.add_argument("--out", type=Path, metavar="FILE", help="also write the fleet's summary here")
+    merge.add_argument("--allow-missing", action="store_true", help="merge even if some shards' files are missing")
+
     _rollout_args(sub)
-    _report_args(sub)
+    sensitivity_arguments(sub.add_parser("sensitivity", help=SENSITIVITY_HELP))
+    _history_args(sub)
 
     drill = sub.add_parser("drill", help="tabletop drill 01, automated against a live Prometheus and Alertmanager")
     drill.add_argument("--prometheus", required=True, metavar="URL", help="Prometheus base URL")
@@ -109,6 +128,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verify_args(sub: Any) -> None:
+    verify = sub.add_parser(
+        "verify", help="the scenario x alert matrix: which relay alerts each scenario fires (virtual time, promtool)"
+    )
+    verify.add_argument(
+        "--rules",
+        nargs="+",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="rule files evaluated together, one rule set; repeat for more sets "
+        "(default: the relay's recording rules with each of its two alert files)",
+    )
+    verify.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
+    verify.add_argument("--background-hours", type=float, default=48.0, help="length of the background-only run")
+    verify.add_argument("--rate", default="20/s", help="background rate (default 20/s)")
+    verify.add_argument("--seed", type=int, default=1)
+    verify.add_argument("--export", type=Path, metavar="DIR", help="keep the generated promtool test files here")
+    verify.add_argument(
+        "--junit",
+        type=Path,
+        metavar="FILE",
+        help="also write JUnit XML: one test case per scenario x alert expectation",
+    )
+
+
+def _history_args(sub: Any) -> None:
+    """The commands that write or read a window of history: backfill, report, calibrate."""
+    _backfill_args(sub)
+    _report_args(sub)
+    _calibrate_args(sub)
+
+
 def _backfill_args(sub: Any) -> None:
     backfill = sub.add_parser(
         "backfill",
@@ -140,8 +192,15 @@ def _report_args(sub: Any) -> None:
         metavar="PROFILE",
         help="report on a run of loadsim's own (default: the embedded profile), backfilled into a private Prometheus",
     )
-    report.add_argument("--from", dest="start", metavar="TIME", help="window start: ISO time (with --prometheus)")
-    report.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now (default)")
+    report.add_argument(
+        "--from",
+        dest="start",
+        metavar="TIME",
+        help="window start: ISO time or now-DURATION, e.g. now-24h (with --prometheus)",
+    )
+    report.add_argument(
+        "--to", dest="end", default="now", metavar="TIME", help="window end: ISO time, now (default) or now-DURATION"
+    )
     for option, what in (
         ("--duration", "run length (with --run)"),
         ("--rate", "constant rate (with --run)"),
@@ -162,6 +221,28 @@ def _report_args(sub: Any) -> None:
     report.add_argument("--rules", nargs="+", type=Path, metavar="FILE", help="rule files (default: the relay's, v1)")
     report.add_argument("--step", default="60s", help="time between the plotted points (default 60s)")
     report.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
+    report.add_argument(
+        "--junit", type=Path, metavar="FILE", help="also write JUnit XML: one test case per readiness item"
+    )
+
+
+def _calibrate_args(sub: Any) -> None:
+    calibrate = sub.add_parser(
+        "calibrate",
+        help="fit a profile to a relay's history in Prometheus: daily curve, latency, MIME, errors, side counters",
+    )
+    calibrate.add_argument("--prometheus", required=True, metavar="URL", help="the Prometheus that holds the history")
+    calibrate.add_argument("--from", dest="start", required=True, metavar="TIME", help="window start: ISO time")
+    calibrate.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end: ISO time or now")
+    calibrate.add_argument("--out", type=Path, required=True, metavar="FILE", help="the profile to write (TOML)")
+    calibrate.add_argument(
+        "--shape",
+        choices=("auto", "diurnal", "hourly"),
+        default="auto",
+        help="send-rate shape: the diurnal curve, the hours replayed, or auto (diurnal unless it fits poorly)",
+    )
+    calibrate.add_argument("--name", default="calibrated", help="the profile's name (default calibrated)")
+    calibrate.add_argument("--allow-host", action="append", default=[], metavar="HOST", help="allow a non-loopback URL")
 
 
 def _rollout_args(sub: Any) -> None:
@@ -190,11 +271,23 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-listen", action="store_true", help="do not serve /metrics")
     p.add_argument("--virtual", action="store_true", help="run on the virtual clock (as fast as the CPU allows)")
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the end-of-run summary here")
-    p.add_argument("--progress", choices=("auto", "line", "json", "off"), default="auto")
-    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "live", "line", "json", "off"),
+        default="auto",
+        help="auto (default): the live view on a terminal, a plain line on a dumb or narrow one, JSON events elsewhere",
+    )
+    _log_args(p)
+    p.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="METRIC:EXPR",
+        help="pass/fail criterion, e.g. 'latency:p(95)<500ms' or 'errors:rate<0.01 every 5m, abort_on_fail' "
+        f"(repeatable; any failing exits {EXIT_THRESHOLDS})",
+    )
     p.add_argument(
         "--pushgateway",
-        default=os.environ.get("PUSHGATEWAY_URL"),
         metavar="URL",
         help="also push to this Pushgateway (default: $PUSHGATEWAY_URL)",
     )
@@ -229,6 +322,37 @@ def _runtime_args(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST",
         help=f"allow pushing to this non-loopback host (also ${ALLOW_HOSTS_ENV}, comma-separated)",
+    )
+
+
+MIN_TIMEOUT = 0.01
+"""Shortest ``--timeout`` (seconds)."""
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("fleet (one run split over N processes; see deploy/k8s)")
+    who = g.add_mutually_exclusive_group()
+    who.add_argument("--shard", metavar="K/N", help="be shard K (from 0) of N: keep every N-th arrival of the run")
+    who.add_argument(
+        "--shards", type=int, metavar="N", help=f"be shard ${INDEX_ENV} of N (a Kubernetes Indexed Job's pod index)"
+    )
+    g.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="run time 0 for every shard: an ISO time such as 2026-11-30T12:00:00Z, or Unix seconds",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="check the profile and every option as a run would, then exit"
+    )
+
+
+def _log_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    p.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="auto (default): human lines on a terminal (NO_COLOR honoured), JSON lines elsewhere",
     )
 
 
@@ -284,30 +408,37 @@ def _driver_problems(args: argparse.Namespace) -> list[Problem]:
 
 def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> HttpOptions | None:
     """The HTTP driver's options; every problem goes to ``problems`` (None when there are any)."""
-    from loadsim.drivers.http import HttpOptions, check_target, overlay_problems, peak_rate, tls_context
+    from loadsim.drivers.http import HttpOptions, check_target, overlay_problems, peak_rate
 
     if args.target is None:
         problems.append(Problem("--target", "", "--driver http needs --target URL"))
+        return None
+    try:
+        target, user, password = split_userinfo(args.target)
+    except ValueError:
+        problems.append(Problem("--target", "", f"expected a URL such as http://127.0.0.1:9480, got {args.target!r}"))
         return None
     max_rate = None
     if args.max_rate is not None:
         max_rate = positive_option("--max-rate", args.max_rate, parse_rate, problems)
     timeout = positive_option("--timeout", args.timeout or "30s", parse_duration, problems)
+    if timeout is not None and timeout < MIN_TIMEOUT:
+        why = f"must be at least {format_duration(MIN_TIMEOUT)}, got {args.timeout!r} (shorter, requests time out"
+        problems.append(Problem("--timeout", "", f"{why} before their connection opens and the pool only reconnects)"))
+        timeout = None
     token = _read_token(args, problems)
+    basic = _basic_auth(user, password, token, problems)
     ca_file = args.ca_file
     if ca_file is not None:
-        try:  # read it now: a bad file is a usage error, not a failure at the first connection
-            tls_context(ca_file)
-        except (OSError, ssl.SSLError) as e:
-            why = e.strerror if isinstance(e, OSError) and e.strerror else "not a PEM certificate"
-            problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
+        _check_ca_file(ca_file, problems)
     connections = 256 if args.connections is None else args.connections
     if connections <= 0:
         problems.append(Problem("--connections", "", f"must be > 0, got {connections}"))
     template = args.template or "gmail"
+    allowed_targets = set(args.allow_target or ())
     problems += check_target(
-        args.target,
-        allowed=set(args.allow_target or ()),
+        target,
+        allowed=allowed_targets,
         max_rate=max_rate,
         peak_rate=peak_rate(plan.schedule, plan.duration),
         template=template,
@@ -322,21 +453,81 @@ def _http_options(args: argparse.Namespace, plan: RunPlan, problems: list[Proble
     if problems:
         return None
     return HttpOptions(
-        target=args.target,
+        target=target,
         template=template,
         timeout=timeout or 30.0,
-        max_in_flight=plan.engine.max_in_flight,
+        max_in_flight=_http_in_flight(plan),
         connections=connections,
         token=token,
         ca_file=ca_file,
         fault_control=fault_control,
+        basic_auth=basic,
+        reach=Reach.of(urlsplit(target).hostname or "", allowed_targets),
+        fault_control_reach=_reach(args, fault_control),
     )
+
+
+HTTP_IN_FLIGHT = 10_000
+"""The HTTP driver's in-flight cap unless ``--max-in-flight`` or the profile's ``engine.max_in_flight``
+names one (the HTTP driver's own default, and the benchmarks'): a request out holds its exchange,
+its measurements and a place in a connection's queue, about 2.5 KB (measured: 100,000 out took
+the process to 565 MB), so the simulated driver's 10,000,000 would be gigabytes against a
+target that stops answering."""
+
+
+def _http_in_flight(plan: RunPlan) -> int:
+    explicit = "max_in_flight" in plan.engine.model_fields_set
+    return plan.engine.max_in_flight if explicit else min(plan.engine.max_in_flight, HTTP_IN_FLIGHT)
+
+
+def _check_ca_file(ca_file: Path, problems: list[Problem]) -> None:
+    """Read ``--ca-file`` now: a bad file is a usage error, not a failure at the first connection."""
+    from loadsim.drivers.http import tls_context
+
+    try:
+        tls_context(ca_file)
+    except InputFileError as e:
+        problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({e}); expected a PEM CA certificate"))
+    except (OSError, ValueError) as e:
+        why = "not a PEM certificate"  # ssl.SSLError (an OSError) and ValueError: what the file holds
+        if isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.strerror:
+            why = e.strerror
+        problems.append(Problem("--ca-file", "", f"cannot use {ca_file} ({why}); expected a PEM CA certificate"))
+
+
+def _basic_auth(
+    user: str | None, password: str | None, token: str | None, problems: list[Problem]
+) -> tuple[str, str] | None:
+    """The target URL's userinfo as HTTP Basic credentials (remembered, so never shown), or None."""
+    if user is None:
+        return None
+    remember(user if password is None else password)
+    if token is not None:
+        why = "carries credentials and a bearer token is given too: one Authorization header; drop one of them"
+        problems.append(Problem("--target", "", why))
+        return None
+    if ":" in user or not _header_safe(user) or not _header_safe(password or ""):
+        why = "the credentials in the URL have control characters, or a ':' in the user"
+        problems.append(Problem("--target", "", why))
+        return None
+    return user, password or ""
+
+
+def _reach(args: argparse.Namespace, url: str | None) -> Reach:
+    """The reach of a client of ``url``: beyond loopback only if its host was allowed with --allow-host."""
+    if url is None:
+        return LOOPBACK_ONLY
+    return Reach.of(urlsplit(url).hostname or "", _allowed_hosts(args))
 
 
 def _control_url(args: argparse.Namespace, option: str, url: str, problems: list[Problem]) -> str | None:
     """A control-plane URL (Prometheus, Alertmanager, fake-gmail): loopback, or a host allowed with --allow-host."""
     parts = urlsplit(url)
     host = parts.hostname
+    try:
+        _ = parts.port
+    except ValueError:
+        host = None
     if not host or parts.scheme not in ("http", "https"):
         problems.append(Problem(option, "", f"expected a URL such as http://127.0.0.1:9090, got {url!r}"))
         return None
@@ -357,10 +548,11 @@ def _read_token(args: argparse.Namespace, problems: list[Problem]) -> str | None
     elif args.token_file is not None:
         where = str(args.token_file)
         try:
-            token = args.token_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            problems.append(Problem(where, "", f"cannot read token file: {e.strerror}"))
+            token = read_text(args.token_file, TOKEN_LIMIT).strip()
+        except InputFileError as e:
+            problems.append(Problem(where, "", f"cannot read token file: {e}"))
             return None
+    remember(token)
     if token is not None and not _header_safe(token):
         # It goes into an Authorization header as is: a line break would add headers of its own.
         problems.append(Problem(where, "", "the token has control or non-ASCII characters; expected a bearer token"))
@@ -372,9 +564,37 @@ def _header_safe(value: str) -> bool:
     return value.isascii() and value.isprintable()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
+def main(argv: Sequence[str] | None = None, *, signals: StopSignals | None = None) -> int:
+    """Entry point; returns the exit code.
+
+    Everything the command prints, on either stream, goes through the one redaction
+    (:mod:`loadsim.redaction`); the credentials of every URL given on the command line
+    or in the environment are remembered first, so they are masked wherever they appear.
+    A command that runs traffic catches its stop signals from here on (``signals``: caught
+    earlier still, by ``loadsim.__main__``), and gives them back when it returns.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    remember_in(argv)
+    remember_in([os.environ.get(name, "") for name in URL_ENVIRONMENT])
+    with redacted_output():
+        return _main(argv, signals)
+
+
+def _main(argv: list[str], signals: StopSignals | None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in TRAFFIC_COMMANDS:
+        return _command(args)
+    if signals is None:
+        signals = StopSignals()
+        signals.catch_early()
+    args.stop_signals = signals
+    try:
+        return _command(args)
+    finally:
+        signals.restore()
+
+
+def _command(args: argparse.Namespace) -> int:
     commands = {
         "check": _check,
         "scenarios": _scenarios,
@@ -382,10 +602,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "run": _run,
         "verify": _verify,
         "rollout": _rollout,
+        "sensitivity": sensitivity_main,
         "backfill": _backfill,
         "report": _report,
+        "calibrate": _calibrate,
         "drill": _drill,
         "scale-rules": _scale_rules,
+        "merge": _merge,
         "fake-gmail": _fake_gmail,
     }
     try:
@@ -394,12 +617,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in e.problems:
             print(f"loadsim: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputError as e:  # the run happened; its output could not be written
+        print(f"loadsim: {one_line(str(e))}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # Output piped into `head` and the like: not an error of ours.
         sys.stderr.close()
         return EXIT_OK
+    except Exception:  # noqa: BLE001 - the last resort: a bug gets its own exit code, never 1 ("an expectation failed")
+        import traceback
+
+        traceback.print_exc()
+        print(f"loadsim: {args.command}: internal error (the traceback above); exit {EXIT_ERROR}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def _load(args: argparse.Namespace) -> tuple[Profile, str]:
@@ -418,9 +650,13 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _scenarios(_args: argparse.Namespace) -> int:
+def _scenarios(args: argparse.Namespace) -> int:
     from loadsim.overlays.scenarios import ALL_ALERTS, SCENARIOS
 
+    if args.format == "github-choices":
+        # A YAML list, one name a line: deploy/github/sync-choices.sh puts it under a workflow's choice input.
+        print("\n".join(f"- {name}" for name in SCENARIOS))
+        return EXIT_OK
     for s in SCENARIOS.values():
         seed = "  (seed scenario)" if s.from_seed else ""
         print(f"{s.name}{seed}\n  {s.summary}")
@@ -453,7 +689,9 @@ def _scenario(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from loadsim.junit import write as write_junit
     from loadsim.overlays.scenarios import SCENARIOS
+    from loadsim.verify.junit import suite as junit_suite
     from loadsim.verify.matrix import default_cases, default_rule_sets, render, run_matrix
     from loadsim.verify.promtool import PromtoolError, find_promtool
 
@@ -462,29 +700,45 @@ def _verify(args: argparse.Namespace) -> int:
         for n in args.scenario
         if n not in SCENARIOS
     ]
-    problems += [Problem("--rules", "", f"{p}: file not found") for p in args.rules or [] if not p.is_file()]
-    if args.background_hours <= 0:
-        problems.append(Problem("--background-hours", "", f"must be > 0, got {args.background_hours:g}"))
+    problems += _input_problems("--rules", [p for group in args.rules or [] for p in group])
+    if not 0 < args.background_hours <= MAX_SECONDS / 3600:  # also refuses nan
+        why = f"must be > 0 and <= {MAX_SECONDS / 3600:g}, got {args.background_hours:g}"
+        problems.append(Problem("--background-hours", "", why))
     positive_option("--rate", args.rate, parse_rate, problems)
+    _check_output_dir(args.export, "--export", problems)
     try:
         find_promtool()
     except PromtoolError as e:
         problems.append(Problem("promtool", "", str(e)))
+    _check_output(args.junit, "--junit", problems)
     if problems:
         raise ConfigError(problems)
-    rule_sets = [list(args.rules)] if args.rules else default_rule_sets()
+    if args.export is not None:
+        args.export.mkdir(parents=True, exist_ok=True)
+    rule_sets = [list(group) for group in args.rules] if args.rules else default_rule_sets()
     cases = default_cases(args.background_hours, args.scenario or None)
     started = time.monotonic()
     failed = False
-    for rules in rule_sets:
+    suites = []
+    for i, rules in enumerate(rule_sets, 1):
+        # Several sets name the same cases: each keeps its promtool files in a folder of its own.
+        export = args.export / f"rules-{i}" if args.export is not None and len(rule_sets) > 1 else args.export
+        set_started = time.time()
         try:
-            rows = run_matrix(cases, rules, export=args.export, rate=args.rate, seed=args.seed)
+            rows = run_matrix(cases, rules, export=export, rate=args.rate, seed=args.seed)
         except PromtoolError as e:
             print(f"loadsim: verify: {e}", file=sys.stderr)
-            return EXIT_FAILURE
+            return EXIT_ERROR
         print("\n".join(render(rows, rules)))
         print()
         failed |= not all(r.ok for r in rows)
+        suites.append(
+            junit_suite(
+                rows, rules, started=set_started, seconds=time.time() - set_started, rate=args.rate, seed=args.seed
+            )
+        )
+    if args.junit is not None:
+        write_junit(args.junit, "loadsim verify", suites)
     print(f"verify: {'FAIL' if failed else 'ok'} in {time.monotonic() - started:.0f}s wall")
     return EXIT_FAILURE if failed else EXIT_OK
 
@@ -521,15 +775,22 @@ def _backfill(args: argparse.Namespace) -> int:
 
 
 def _when(option: str, text: str, problems: list[Problem]) -> float:
-    """``now`` or an ISO time, as Unix time."""
+    """``now``, ``now-DURATION`` (``now-24h``) or an ISO time, as Unix time."""
     from datetime import UTC, datetime
 
+    expected = f"expected now, now-DURATION such as now-24h, or an ISO time such as 2026-11-30T12:00:00Z, got {text!r}"
     if text == "now":
         return time.time()
+    if text.startswith("now-"):
+        try:
+            return time.time() - parse_duration(text.removeprefix("now-"))
+        except ValueError:
+            problems.append(Problem(option, "", expected))
+            return 0.0
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        problems.append(Problem(option, "", f"expected now or an ISO time such as 2026-11-30T12:00:00Z, got {text!r}"))
+        problems.append(Problem(option, "", expected))
         return 0.0
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
@@ -554,16 +815,14 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
     if args.alertmanager is not None:
         alertmanager = _control_url(args, "--alertmanager", args.alertmanager, problems)
     step = positive_option("--step", args.step, parse_duration, problems) or 60.0
-    files = [("--drill", args.drill)] + [("--rules", p) for p in args.rules or []]
-    problems += [
-        Problem(option, "", f"{p}: file not found") for option, p in files if p is not None and not p.is_file()
-    ]
+    problems += _input_problems("--drill", [args.drill] if args.drill is not None else [])
+    problems += _input_problems("--rules", args.rules or [])
     for option, path in (("--runbooks", args.runbooks), ("--dashboards", args.dashboards)):
         if path is not None and not path.is_dir():
             problems.append(Problem(option, "", f"{path}: not a directory"))
     if args.drill is not None and args.drill.is_file() and not _is_score_card(args.drill):
         problems.append(Problem("--drill", "", f"{args.drill}: not a loadsim drill score card (JSON with a score)"))
-    _check_output(args.out / "report.html" if args.out.is_dir() else args.out, "--out", problems)
+    _check_output_dir(args.out, "--out", problems)
     return Inputs(
         prometheus=prometheus or "",
         start=start,
@@ -575,14 +834,26 @@ def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
         dashboards=args.dashboards or RELAY_CONFIG / "grafana",
         rules=tuple(args.rules) if args.rules else Inputs.rules_default(),
         step=step,
+        allowed=frozenset(_allowed_hosts(args)),
     )
 
 
 def _is_score_card(path: Path) -> bool:
     try:
-        return "score" in json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, TypeError, OSError):
+        return "score" in json.loads(read_text(path, SCORE_CARD_LIMIT))
+    except (ValueError, TypeError, OSError, RecursionError, InputFileError):
         return False
+
+
+def _input_problems(option: str, paths: Sequence[Path]) -> list[Problem]:
+    """One problem per path that is not a regular file (missing, a directory, a FIFO, a device): never read."""
+    problems = []
+    for path in paths:
+        try:
+            check_regular(path)
+        except InputFileError as e:
+            problems.append(Problem(option, "", f"{path}: {e}") if option else Problem(str(path), "", str(e)))
+    return problems
 
 
 def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
@@ -612,17 +883,20 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import dataclasses
 
-    from loadsim.report.observe import EXIT_GO, EXIT_NO_GO, observe
+    from loadsim.junit import write as write_junit
+    from loadsim.report.junit import suite as junit_suite
+    from loadsim.report.observe import observe
     from loadsim.report.own import served
     from loadsim.report.prom import SourceError
 
     problems: list[Problem] = []
     plan = _report_run(args, problems)
     inputs = _report_inputs(args, problems)
+    _check_output(args.junit, "--junit", problems)
     if problems:
         raise ConfigError(problems)
+    started = time.monotonic()
     try:
         if plan is None:
             report, files = observe(inputs)
@@ -640,7 +914,73 @@ def _report(args: argparse.Namespace) -> int:
     for item in r.items:
         print(f"  {'PASS' if item.passed else 'FAIL'}  {item.name}: {item.evidence}")
     print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
-    return EXIT_GO if r.go else EXIT_NO_GO
+    if args.junit is not None:
+        write_junit(args.junit, "loadsim report", [junit_suite(report, time.monotonic() - started)])
+        print(f"junit: {args.junit}")
+    return EXIT_OK if r.go else EXIT_NO_GO
+
+
+def _calibrate_inputs(args: argparse.Namespace) -> tuple[str, float, float]:
+    """``loadsim calibrate``'s options checked together: the URL and the window, or ConfigError with every problem."""
+    from loadsim.calibrate.fit_rate import MIN_DIURNAL_SECONDS
+    from loadsim.calibrate.read import HOUR
+    from loadsim.calibrate.run import outputs
+
+    problems: list[Problem] = []
+    url = _control_url(args, "--prometheus", args.prometheus, problems)
+    start, end = _when("--from", args.start, problems), _when("--to", args.end, problems)
+    span = end - start
+    if not problems and span < HOUR:
+        problems.append(Problem("--to", "", f"the window is {format_duration(max(span, 0))}; it needs at least 1h"))
+    elif not problems and args.shape != "hourly" and span < MIN_DIURNAL_SECONDS:
+        problems.append(
+            Problem(
+                "--from/--to",
+                "",
+                f"the window is {format_duration(span)}; a diurnal fit needs at least 24h of history "
+                "(--shape hourly replays a shorter one)",
+            )
+        )
+    before = len(problems)
+    for path in outputs(args.out).values():  # the profile, then what goes beside it (one problem at most)
+        if len(problems) == before:
+            _check_output(path, "--out", problems)
+    if problems or url is None:
+        raise ConfigError(problems)
+    return url, start, end
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from loadsim.calibrate.read import iso
+    from loadsim.calibrate.run import run
+    from loadsim.report.prom import SourceError
+
+    url, start, end = _calibrate_inputs(args)
+    t0 = time.monotonic()
+    try:
+        cal, files = run(url, (start, end), args.out, args.shape, args.name, _reach(args, url))
+    except SourceError as e:
+        raise ConfigError.single("--prometheus", "", str(e)) from None
+    w = cal.window
+    print(
+        f"calibrated from {w.prometheus}, {iso(w.start)} to {iso(w.end)}: {w.hours} hours, {w.sends:,.0f} sends "
+        f"(fits {cal.seconds:.1f}s, {time.monotonic() - t0:.1f}s in all)"
+    )
+    print(f"send rate: {cal.rate.shape}, {cal.rate.why}")
+    for g in cal.goodness:
+        print(f"  {g.name}: {g.verdict()}")
+    shown = ("schedule.", "model.latency.", "model.mime.", "model.attachments.", "controller.")
+    for est in cal.estimates:
+        if est.fitted and est.key.startswith(shown):
+            se = "" if est.se is None else f" ± {est.se:.2g}"
+            print(f"  {est.key:42} {est.value:.6g}{se} {est.unit}".rstrip())
+    fitted = [est for est in cal.estimates if est.key.startswith("model.errors.")]
+    total = sum(est.value for est in fitted)
+    print(f"  error mix: {len(fitted)} outcomes, {total:.4%} of sends fail (each with its error in the report)")
+    for warning in cal.warnings:
+        print(f"loadsim: warning: {warning}", file=sys.stderr)
+    print("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+    return EXIT_OK
 
 
 def _rollout(args: argparse.Namespace) -> int:
@@ -664,7 +1004,20 @@ def _rollout(args: argparse.Namespace) -> int:
     print(f"\nrollout: {len(outcomes)} runs in {time.monotonic() - started:.0f}s wall")
     if args.json is not None:
         cases = [{"case": o.case.label, "fidelity": o.case.fidelity, **o.summary, "log": o.decisions} for o in outcomes]
-        args.json.write_text(json.dumps(cases, indent=1) + "\n", encoding="utf-8")
+        write_atomically(args.json, json.dumps(cases, indent=1) + "\n")
+    return EXIT_OK
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from loadsim.merge import merge, read
+
+    _check_output(args.out, "--out")
+    fleet = merge(read(list(args.summaries)), allow_missing=args.allow_missing)
+    text = redact(json.dumps(fleet, indent=2) + "\n")
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    brief = {k: v for k, v in fleet.items() if k != "histograms"}
+    print(json.dumps(brief, indent=2))
     return EXIT_OK
 
 
@@ -676,12 +1029,22 @@ def _fake_gmail(args: argparse.Namespace) -> int:
 
 def _scale_rules(args: argparse.Namespace) -> int:
     from loadsim.relayconfig import RELAY_CONFIG
-    from loadsim.verify.scaling import write_scaled
+    from loadsim.verify.scaling import RULES_LIMIT, scale_rules, write_scaled
 
     files = list(args.files) or sorted((RELAY_CONFIG / "prometheus").glob("*.yml"))
-    problems = [Problem(str(p), "", "file not found") for p in files if not p.is_file()]
-    if args.factor <= 0:
-        problems.append(Problem("factor", "", f"must be > 0, got {args.factor:g}"))
+    problems = _input_problems("", files)
+    if not math.isfinite(args.factor) or args.factor <= 0:
+        problems.append(Problem("factor", "", f"must be a number > 0, got {args.factor:g}"))
+    elif not problems:
+        for path in files:
+            # Scaled once now, so a file that cannot be is refused before any file is written.
+            try:
+                scale_rules(read_text(path, RULES_LIMIT), args.factor)
+            except InputFileError as e:
+                problems.append(Problem(str(path), "", f"{e}; expected a Prometheus rule file"))
+            except ValueError as e:
+                problems.append(Problem(str(path), "", f"a time in it cannot be scaled: {e}"))
+    _check_output_dir(args.out, "out", problems)
     if problems:
         raise ConfigError(problems)
     for path in write_scaled(files, args.out, args.factor):
@@ -693,29 +1056,65 @@ def _drill(args: argparse.Namespace) -> int:
     from loadsim.drill import Drill, card_json
 
     problems = []
-    if args.time_scale <= 0:
-        problems.append(Problem("--time-scale", "", f"must be > 0, got {args.time_scale:g}"))
-    for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager)):
+    if not math.isfinite(args.time_scale) or not 0 < args.time_scale <= MAX_TIME_SCALE:
+        problems.append(Problem("--time-scale", "", f"must be > 0 and <= {MAX_TIME_SCALE:g}, got {args.time_scale:g}"))
+    urls = [(option, url) for option, url in (("--prometheus", args.prometheus), ("--alertmanager", args.alertmanager))]
+    for option, url in urls:
         _control_url(args, option, url, problems)
+    _check_output(args.json, "--json", problems)
     if problems:
         raise ConfigError(problems)
+    _check_drill_stack(args.prometheus, args.alertmanager)
     # A scaled window holds K times fewer sends; three times K x 5/s keeps ratios steady near thresholds.
     rate = args.rate or f"{5.0 if args.time_scale <= 1 else min(15.0 * args.time_scale, 500.0):g}/s"
     overrides = Overrides(duration="7d", rate=rate, seed=args.seed)
     profile = apply_overrides(EMBEDDED_DEFAULT.model_copy(update={"name": "drill-01"}), overrides)
     profile = profile.model_copy(update={"engine": profile.engine.model_copy(update={"grace": 5.0})})
-    card_holder: list[Any] = []
+    drills: list[Drill] = []
 
     async def drill(engine: Any, log: Any) -> None:
-        card = await Drill(engine, args.prometheus, args.alertmanager, time_scale=args.time_scale, log=log).run()
-        card_holder.append(card)
+        drills.append(
+            Drill(
+                engine,
+                args.prometheus,
+                args.alertmanager,
+                time_scale=args.time_scale,
+                log=log,
+                allowed=_allowed_hosts(args),
+            )
+        )
+        await drills[0].run()
 
-    _execute(args, profile, "drill", companion=drill)
-    card = card_holder[0]
+    code = _execute(args, profile, "drill", companion=drill)
+    card = drills[0].card  # partial when a signal stopped the drill: the phases it finished
     print("\n".join(card.lines()))
     if args.json is not None:
-        args.json.write_text(card_json(card), encoding="utf-8")
-    return EXIT_OK if card.score == 6 else EXIT_FAILURE
+        write_atomically(args.json, card_json(card))
+    return code if card.score == 6 else EXIT_FAILURE
+
+
+MAX_TIME_SCALE = 1000.0
+"""Fastest time scale of the rules a drill runs against (the controller's own limit)."""
+
+
+def _check_drill_stack(prometheus: str, alertmanager: str) -> None:
+    """Before the drill's traffic starts: both answer as what they are named (exit 2 if not).
+
+    Without this a drill against a wrong port ran its traffic and waited out every phase's budget.
+    """
+    from loadsim.report.prom import Alertmanager, Prometheus, SourceError
+
+    problems = []
+    for option, check in (
+        ("--prometheus", Prometheus(prometheus, timeout=5.0).check),
+        ("--alertmanager", Alertmanager(alertmanager, timeout=5.0).status),
+    ):
+        try:
+            check()
+        except SourceError as e:
+            problems.append(Problem(option, "", f"{e}; expected a running {option.removeprefix('--').title()}"))
+    if problems:
+        raise ConfigError(problems)
 
 
 def _allowed_hosts(args: argparse.Namespace) -> set[str]:
@@ -730,23 +1129,26 @@ def _run(args: argparse.Namespace) -> int:
 def _execute(args: argparse.Namespace, profile: Profile, source: str, companion: Any = None) -> int:
     """Every command that runs traffic comes here: check everything, then one ``execute`` for either driver."""
     from loadsim.engine.checkpoint import StateError
-    from loadsim.engine.keeper import open_state
+    from loadsim.engine.keeper import StateLock
     from loadsim.runtime.execute import ListenError, RunOptions, execute, identity
 
     problems = _driver_problems(args)
     listen = _listen_address(args)
     _check_output(getattr(args, "decision_log", None), "--decision-log")
-    push = _push_target(args)
     profile = _with_engine_options(args, profile)
+    fleet = _fleet_options(args, profile, problems)
+    push = _push_target(args, fleet)
     state = _state_options(args)
     _check_output(args.summary_json, "--summary-json")
-    plan = build_plan(profile, virtual=args.virtual, wall_epoch=time.time(), source=source)
+    start_at = None if fleet is None else fleet.start_at
+    plan = build_plan(profile, virtual=args.virtual, wall_epoch=start_at or time.time(), source=source)
     http = _http_options(args, plan, problems) if getattr(args, "driver", "sim") == "http" else None
     controller_prometheus = _controller_options(args, plan, problems)
+    thresholds = _thresholds(args, profile, source, problems)
     if problems:
         raise ConfigError(problems)
     if http is not None and http.fault_control is not None:
-        _check_fault_control(http.fault_control, plan)
+        _check_fault_control(http.fault_control, plan, http.fault_control_reach)
     options = RunOptions(
         listen=listen,
         progress=args.progress,
@@ -756,28 +1158,158 @@ def _execute(args: argparse.Namespace, profile: Profile, source: str, companion:
         http=http,
         decision_log=getattr(args, "decision_log", None),
         controller_prometheus=controller_prometheus,
+        controller_reach=_reach(args, controller_prometheus),
+        fleet=fleet,
+        thresholds=thresholds,
+        signals=getattr(args, "stop_signals", None),
     )
-    resume = None
-    if state is not None:
-        try:
-            resume = open_state(state, identity(plan, options))
-        except StateError as e:
-            raise ConfigError.single(str(state.path), "", str(e)) from None
+    if getattr(args, "dry_run", False):
+        resume = _resumed(state, identity(plan, options), start_at) if state is not None else None
         if resume is not None and not plan.virtual:
             plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
-    configure(args.log_level)
-    try:
-        summary = _run_loop(execute(plan, options, companion, resume))
-    except ListenError as e:
-        raise ConfigError([Problem("--listen", "", str(e))]) from None
-    except StateError as e:
-        raise ConfigError.single(str(args.state), "", str(e)) from None
-    if http is not None:
-        if sys.stdout.isatty():
-            print(json.dumps(summary, indent=2))
-    else:
-        _print_summary(plan, summary)
+        return _dry_run(plan, options, source)
+    with contextlib.ExitStack() as held:
+        resume = None
+        if state is not None:
+            try:
+                held.enter_context(StateLock(state.path))  # until the run ends: no other run shares the file
+            except StateError as e:
+                raise ConfigError.single(str(state.path), "", str(e)) from None
+            resume = _resumed(state, identity(plan, options), start_at)
+            if resume is not None and not plan.virtual:
+                plan = build_plan(profile, virtual=False, wall_epoch=resume.epoch, source=source)
+        options = dataclasses.replace(options, logs=configure(args.log_level, fmt=args.log_format))
+        try:
+            summary = _run_loop(execute(plan, options, companion, resume))
+        except ListenError as e:
+            raise ConfigError([Problem("--listen", "", str(e))]) from None
+        except StateError as e:
+            raise ConfigError.single(str(args.state), "", str(e)) from None
+    _print_summary(plan, summary, thresholds, driver="sim" if http is None else "http")
+    return EXIT_OK if summary.get("thresholds_ok", True) else EXIT_THRESHOLDS
+
+
+def _thresholds(
+    args: argparse.Namespace, profile: Profile, source: str, problems: list[Problem]
+) -> tuple[Threshold, ...]:
+    """The profile's thresholds, then ``--threshold``'s; what the driver cannot measure goes to ``problems``."""
+    from loadsim.runtime.measures import reason_problem
+
+    http = getattr(args, "driver", "sim") == "http"
+    found: list[tuple[str, str, Threshold]] = [
+        (source, f"thresholds.{th.metric}", th) for th in profile.thresholds.all()
+    ]
+    for text in args.threshold:
+        try:
+            found.append(("--threshold", "", parse_option(text)))
+        except ValueError as e:
+            problems.append(Problem("--threshold", "", f"{text}: {e}"))
+    for where, key, th in found:
+        if th.family == "latency_intended" and not http:
+            intended = "latency_intended is the HTTP driver's (from each request's intended start); use latency"
+            problems.append(Problem(where, key, intended))
+        elif th.reason is not None and (why := reason_problem(th.reason, http=http)) is not None:
+            problems.append(Problem(where, key, why))
+    return tuple(th for _, _, th in found)
+
+
+def _dry_run(plan: RunPlan, options: Any, source: str) -> int:
+    """What ``--dry-run`` prints: the plan, and where this process stands in its fleet."""
+    from loadsim.describe import describe_plan
+
+    print("\n".join(describe_plan(plan, source)))
+    fleet = options.fleet
+    if fleet is not None:
+        start = "when it starts" if fleet.start_at is None else _iso(fleet.start_at)
+        k, n = fleet.shard.index, fleet.shard.count
+        print(f"fleet: shard {fleet.shard} keeps arrival i when i % {n} == {k}; run time 0 at {start}")
+    print("dry run: every option checked; nothing ran")
     return EXIT_OK
+
+
+def _resumed(state: StateOptions, ident: Any, start_at: float | None) -> Any:
+    """The checkpoint to resume (None: start anew); exit 2 if it is another run's, or another start's."""
+    from loadsim.engine.checkpoint import StateError
+    from loadsim.engine.keeper import open_state
+
+    try:
+        resume = open_state(state, ident)
+    except StateError as e:
+        raise ConfigError.single(str(state.path), "", str(e)) from None
+    if resume is not None and start_at is not None and abs(resume.epoch - start_at) > 1e-3:
+        why = f"written by a run that started at {_iso(resume.epoch)}, --start-at says {_iso(start_at)}"
+        raise ConfigError.single(str(state.path), "", f"{why}; pass --fresh to start a new run")
+    return resume
+
+
+def _fleet_options(args: argparse.Namespace, profile: Profile, problems: list[Problem]) -> FleetOptions | None:
+    """``--shard`` / ``--shards`` and ``--start-at``, checked against each other and the clock (None: no fleet)."""
+    from loadsim.runtime.fleet import FleetOptions
+
+    text, count, when = getattr(args, "shard", None), getattr(args, "shards", None), getattr(args, "start_at", None)
+    if text is None and count is None and when is None:
+        return None
+    shard = Shard(0, 1)
+    try:
+        if text is not None:
+            shard = Shard.parse(text)
+        elif count is not None:
+            shard = Shard.from_env(count)
+    except ValueError as e:
+        problems.append(Problem("--shard" if text is not None else "--shards", "", str(e)))
+        return None
+    start_at = None
+    if when is not None:
+        if args.virtual:
+            problems.append(Problem("--start-at", "", "a virtual run has no wall-clock start; drop --virtual"))
+            return None
+        start_at = _start_time(when, profile.duration, problems)
+        if start_at is None:
+            return None
+    elif shard.count > 1 and not args.virtual:
+        why = "shards on the wall clock need --start-at TIME, one start shared by every shard, to line up"
+        problems.append(Problem("--shard" if text is not None else "--shards", "", why))
+    if profile.controller.mode == "policy":
+        why = (
+            "controller.mode = policy runs the relay's controller on one process's figures; a fleet's shards "
+            "would each gate on their own share (use mode = heartbeat: shard 0 alone reports the controller)"
+        )
+        problems.append(Problem("--shard" if text or count else "--start-at", "controller.mode", why))
+    return FleetOptions(shard=shard, start_at=start_at)
+
+
+def _start_time(text: str, duration: float, problems: list[Problem]) -> float | None:
+    """``--start-at``: an ISO time (UTC unless it says otherwise) or Unix seconds, neither far ahead nor past."""
+    from datetime import UTC, datetime
+
+    from loadsim.runtime.fleet import MAX_LEAD_SECONDS
+
+    try:
+        start_at = float(text)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            why = f"expected an ISO time such as 2026-11-30T12:00:00Z or Unix seconds, got {text!r}"
+            problems.append(Problem("--start-at", "", why))
+            return None
+        start_at = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    now = time.time()
+    if start_at > now + MAX_LEAD_SECONDS:
+        why = f"{_iso(start_at)} is more than {format_duration(MAX_LEAD_SECONDS)} ahead; expected the Job's start"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    if start_at + duration <= now:
+        why = f"{_iso(start_at)} plus the run's {format_duration(duration)} is already past; nothing is left to run"
+        problems.append(Problem("--start-at", "", why))
+        return None
+    return start_at
+
+
+def _iso(unix: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[Problem]) -> str | None:
@@ -802,7 +1334,7 @@ def _controller_options(args: argparse.Namespace, plan: RunPlan, problems: list[
     return _control_url(args, "--controller-prometheus", url, problems)
 
 
-def _check_fault_control(url: str, plan: RunPlan) -> None:
+def _check_fault_control(url: str, plan: RunPlan, reach: Reach) -> None:
     """Before the run: the fake Gmail answers and accepts the plan's Gmail-side scenarios (exit 2 if not)."""
     from loadsim.clock import WallClock
     from loadsim.drivers.faults import GMAIL_SIDE, FaultControl, FaultControlError
@@ -810,7 +1342,7 @@ def _check_fault_control(url: str, plan: RunPlan) -> None:
     wanted = sorted({ov.name for ov in plan.timeline.overlays if ov.name in GMAIL_SIDE})
 
     async def probe() -> str | None:
-        control = FaultControl(url, WallClock())
+        control = FaultControl(url, WallClock(), reach=reach)
         try:
             await control.check(wanted)
         except FaultControlError as e:
@@ -827,18 +1359,22 @@ def _check_fault_control(url: str, plan: RunPlan) -> None:
 def _check_output(path: Path | None, option: str, problems: list[Problem] | None = None) -> None:
     """An output file must be writable before the run starts, not found unwritable hours later.
 
-    The problem is raised at once, or added to ``problems`` when given.
+    Probed by doing what the final write does (:func:`loadsim.outputs.file_problem`); the
+    problem is raised at once, or added to ``problems`` when given.
     """
     if path is None:
         return
-    parent = path.parent if str(path.parent) else Path()
-    why = None
-    if path.is_dir():
-        why = f"{path} is a directory; expected a file path"
-    elif not parent.is_dir():
-        why = f"{parent} does not exist; expected a file in an existing directory"
-    elif not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        why = f"{path} is not writable"
+    _refuse(option, file_problem(path), problems)
+
+
+def _check_output_dir(path: Path | None, option: str, problems: list[Problem] | None = None) -> None:
+    """An output directory must exist and take files, or be creatable, before anything runs."""
+    if path is None:
+        return
+    _refuse(option, directory_problem(path), problems)
+
+
+def _refuse(option: str, why: str | None, problems: list[Problem] | None) -> None:
     if why is None:
         return
     if problems is None:
@@ -866,8 +1402,9 @@ def _with_engine_options(args: argparse.Namespace, profile: Profile) -> Profile:
             raise ConfigError.single("--grace", "", str(e)) from None
     max_in_flight = getattr(args, "max_in_flight", None)
     if max_in_flight is not None:
-        if max_in_flight <= 0:
-            raise ConfigError.single("--max-in-flight", "", f"must be > 0, got {max_in_flight}")
+        if not 0 < max_in_flight <= MAX_IN_FLIGHT:
+            why = f"must be > 0 and <= {MAX_IN_FLIGHT:,}, got {max_in_flight}"
+            raise ConfigError.single("--max-in-flight", "", why)
         updates["max_in_flight"] = max_in_flight
     if not updates:
         return profile
@@ -875,7 +1412,7 @@ def _with_engine_options(args: argparse.Namespace, profile: Profile) -> Profile:
 
 
 def _state_options(args: argparse.Namespace) -> StateOptions | None:
-    from loadsim.engine.keeper import StateOptions
+    from loadsim.engine.keeper import StateOptions, state_problem
 
     if args.state is None:
         if args.fresh or args.fresh_if_missing:
@@ -887,32 +1424,54 @@ def _state_options(args: argparse.Namespace) -> StateOptions | None:
         raise ConfigError.single("--checkpoint-interval", "", str(e)) from None
     if interval <= 0:
         raise ConfigError.single("--checkpoint-interval", "", f"must be > 0, got {args.checkpoint_interval!r}")
+    why = state_problem(args.state)
+    if why is not None:
+        raise ConfigError.single("--state", "", f"{args.state} {why}")
     mode = "fresh" if args.fresh else "fresh-if-missing" if args.fresh_if_missing else "resume"
     return StateOptions(path=args.state, mode=mode, interval=interval)
 
 
-def _push_target(args: argparse.Namespace) -> PushTarget | None:
-    if not args.pushgateway:
+def _push_target(args: argparse.Namespace, fleet: FleetOptions | None = None) -> PushTarget | None:
+    """``--pushgateway`` (or ``$PUSHGATEWAY_URL``) checked; None when neither names one.
+
+    An empty ``--pushgateway ""`` is refused, not read as "no push": in CI it is a variable
+    or secret that is not set, and a scenario that pushes nowhere would pass while testing nothing.
+    """
+    url = args.pushgateway if args.pushgateway is not None else os.environ.get("PUSHGATEWAY_URL") or None
+    if url is None:
         return None
+    if not url.strip():
+        raise ConfigError.single(
+            "--pushgateway",
+            "",
+            "is empty; expected the Pushgateway's URL, e.g. http://127.0.0.1:9091 "
+            "(if a CI variable or secret should hold it, it is not set)",
+        )
     problems: list[Problem] = []
     interval = positive_option("--push-interval", args.push_interval, parse_duration, problems) or 10.0
+    for option, value in (("--push-job", args.push_job), ("--push-instance", args.push_instance)):
+        # The grouping key's values: an empty one is refused by the Pushgateway at the first push.
+        if not value or not _header_safe(value):
+            problems.append(Problem(option, "", f"expected a non-empty printable label value, got {value!r}"))
     try:
         target = PushTarget.parse(
-            args.pushgateway,
+            url,
             job=args.push_job,
             instance=args.push_instance,
             interval=interval,
             keep_group=args.keep_group,
+            shard=None if fleet is None else str(fleet.shard.index),
         )
     except ValueError as e:
         raise ConfigError([*problems, Problem("--pushgateway", "", str(e))]) from None
     allowed = _allowed_hosts(args)
+    target = dataclasses.replace(target, reach=Reach.of(target.host, allowed))
     if not is_loopback(target.host) and target.host not in allowed:
         problems.append(
             Problem(
                 "--pushgateway",
                 "",
-                f"{redact_url(args.pushgateway)} is not on loopback; allow it with --allow-host {target.host} "
+                f"{redact_url(url)} is not on loopback; allow it with --allow-host {target.host} "
                 f"(or {ALLOW_HOSTS_ENV}={target.host})",
             )
         )
@@ -929,17 +1488,23 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def _print_summary(plan: RunPlan, s: dict[str, Any]) -> None:
+def _print_summary(plan: RunPlan, s: dict[str, Any], thresholds: Sequence[Threshold], *, driver: str) -> None:
+    """The end-of-run table on a terminal (off one, the ``run.summary`` event already carries it all)."""
     if not sys.stdout.isatty():
-        return  # the run.summary log event already carries it
-    sends = s["sends"]
-    lat = s["latency_seconds"]
-    print(
-        f"\n{plan.name}: {format_duration(s['run_seconds'])} of traffic in {format_duration(s['wall_seconds'])}"
-        f"\n  sends     {sends['started']:,} started, {sends['finished']:,} finished, "
-        f"{sends['dropped']:,} dropped, {sends['abandoned']:,} abandoned"
-        f"\n  rate      {s['achieved_rate_per_s']:.3f}/s achieved, {s['target_rate_per_s']:.3f}/s target"
-        f"\n  status    {json.dumps(s['by_status'])}"
-        f"\n  reasons   {json.dumps(s['by_reason'])}"
-        f"\n  latency   p50 {lat['p50']}s  p95 {lat['p95']}s  p99 {lat['p99']}s"
-    )
+        return
+    from rich.console import Console
+
+    from loadsim.logs import no_color
+    from loadsim.sinks.summary_table import OverlayRun, render_summary
+    from loadsim.thresholds import from_summary
+
+    end = s["run_seconds"]
+    overlays = [OverlayRun(ov.name, ov.start, min(ov.end, end)) for ov in plan.timeline.overlays if ov.start < end]
+    stopped = None
+    if s.get("aborted_by_threshold"):
+        stopped = f"threshold {s['aborted_by_threshold']}"
+    elif s.get("stopped_early"):
+        stopped = "signal"
+    title = f"{plan.name} · {driver} · seed {plan.seed}" + (" · virtual" if plan.virtual else "")
+    table = render_summary(s, title=title, overlays=overlays, verdicts=from_summary(thresholds, s), stopped=stopped)
+    Console(no_color=no_color() or None, highlight=False).print(table)

@@ -123,8 +123,9 @@ class WallClock:
 
     async def sleep_until(self, t: float) -> float:
         delay = t - self.now()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # Late or not, the loop gets a turn: a caller whose work outlasts its deadline every
+        # time would otherwise never let signals, servers or timers run.
+        await asyncio.sleep(max(delay, 0.0))
         return max(0.0, self.now() - t)
 
     async def sleep(self, seconds: float) -> None:

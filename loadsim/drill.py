@@ -23,16 +23,20 @@ is 15/s times K, up to 500/s), because a scaled window holds K times fewer sends
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from loadsim.clock import Clock, WallClock, wait_for
 from loadsim.engine.loop import Engine
+from loadsim.net import Reach, session
 from loadsim.overlays.scenarios import ERR_CRIT, ERR_WARN
+from loadsim.redaction import redact, redact_data
 from loadsim.verify.scaling import go_duration
 
 Check = Callable[[], Awaitable[tuple[bool, str]]]
@@ -99,7 +103,9 @@ class Drill:
         poll: float = 1.0,
         clock: Clock | None = None,
         log: Any = None,
+        allowed: Collection[str] = (),
     ) -> None:
+        """``allowed``: hosts (``--allow-host``) the drill may reach beyond loopback; any other stays on loopback."""
         self.engine = engine
         self.clock = clock or WallClock()
         """Real time for the phases' budgets and polls (the engine's clock may be the same one)."""
@@ -109,7 +115,11 @@ class Drill:
         self.poll = poll
         self.log = log
         self.card = ScoreCard()
-        self._http: aiohttp.ClientSession | None = None
+        self._reach = {
+            url: Reach.of(urlsplit(url).hostname or "", allowed) for url in (self.prometheus, self.alertmanager)
+        }
+        """Each URL's reach, checked at every connection (a session per URL: each has its own)."""
+        self._http: dict[str, aiohttp.ClientSession] = {}
 
     # -- time budgets ------------------------------------------------------------------------
 
@@ -125,8 +135,7 @@ class Drill:
 
     async def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query; the result vector."""
-        assert self._http is not None
-        get = self._http.get(f"{self.prometheus}/api/v1/query", params={"query": expr})
+        get = self._http[self.prometheus].get(f"{self.prometheus}/api/v1/query", params={"query": expr})
         async with await wait_for(self.clock, get, CALL_SECONDS) as r:
             body = await r.json()
         if body.get("status") != "success":
@@ -142,15 +151,15 @@ class Drill:
 
     async def prometheus_firing(self) -> set[str]:
         """Alerts firing in Prometheus."""
-        assert self._http is not None
-        async with await wait_for(self.clock, self._http.get(f"{self.prometheus}/api/v1/alerts"), CALL_SECONDS) as r:
+        get = self._http[self.prometheus].get(f"{self.prometheus}/api/v1/alerts")
+        async with await wait_for(self.clock, get, CALL_SECONDS) as r:
             body = await r.json()
         return {a["labels"]["alertname"] for a in body["data"]["alerts"] if a["state"] == "firing"}
 
     async def am_alerts(self) -> list[dict[str, Any]]:
         """Alerts Alertmanager holds (active, suppressed and unprocessed)."""
-        assert self._http is not None
-        async with await wait_for(self.clock, self._http.get(f"{self.alertmanager}/api/v2/alerts"), CALL_SECONDS) as r:
+        get = self._http[self.alertmanager].get(f"{self.alertmanager}/api/v2/alerts")
+        async with await wait_for(self.clock, get, CALL_SECONDS) as r:
             alerts: list[dict[str, Any]] = await r.json()
         return alerts
 
@@ -171,25 +180,34 @@ class Drill:
 
     async def run(self) -> ScoreCard:
         """All six phases, in order; a failed phase does not stop the later ones."""
-        # No library timeout: each call is bounded on the drill's clock (CALL_SECONDS).
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as http:
-            self._http = http
-            try:
-                await self._phase(1, "inject error-rate-warn", self._inject_warn, self.budget(300))
-                await self._phase(2, "warning fires and reaches Alertmanager", self._warning_fires, self.budget(900))
-                await self._phase(3, "triage figures from the runbook", self._triage, self.budget(60))
-                await self._phase(4, "mitigation decision recorded (no-op)", self._mitigation, self.budget(60))
-                await self._phase(5, "critical fires and inhibits the warning", self._inhibition, self.budget(900))
-                await self._phase(6, "faults stopped, both alerts resolve", self._resolution, self.budget(900, 60))
-            finally:
-                self._http = None
+        async with self.connected():
+            await self._phase(1, "inject error-rate-warn", self._inject_warn, self.budget(300))
+            await self._phase(2, "warning fires and reaches Alertmanager", self._warning_fires, self.budget(900))
+            await self._phase(3, "triage figures from the runbook", self._triage, self.budget(60))
+            await self._phase(4, "mitigation decision recorded (no-op)", self._mitigation, self.budget(60))
+            await self._phase(5, "critical fires and inhibits the warning", self._inhibition, self.budget(900))
+            await self._phase(6, "faults stopped, both alerts resolve", self._resolution, self.budget(900, 60))
         return self.card
+
+    @contextlib.asynccontextmanager
+    async def connected(self) -> AsyncIterator[None]:
+        """HTTP sessions to Prometheus and Alertmanager for the duration, each checked against its URL's reach."""
+        # No library timeout: each call is bounded on the drill's clock (CALL_SECONDS).
+        async with contextlib.AsyncExitStack() as stack:
+            for url, reach in self._reach.items():
+                http = session(reach, timeout=aiohttp.ClientTimeout(total=None))
+                self._http[url] = await stack.enter_async_context(http)
+            try:
+                yield
+            finally:
+                self._http = {}
 
     async def _phase(self, number: int, name: str, check: Check, budget: float) -> None:
         start = self.clock.now()
         if self.log is not None:
             self.log.info("drill.phase", phase=number, name=name, budget_seconds=round(budget, 1))
         ok, detail = await self.wait(check, budget)
+        detail = redact(detail)  # an error's text may carry a URL's credentials
         phase = Phase(number, name, ok, detail, self.clock.now() - start)
         self.card.phases.append(phase)
         if self.log is not None:
@@ -254,5 +272,5 @@ def _pct(value: float | None) -> str:
 
 
 def card_json(card: ScoreCard) -> str:
-    """The score card as JSON text."""
-    return json.dumps(card.to_dict(), indent=2) + "\n"
+    """The score card as JSON text (redacted, as every output)."""
+    return json.dumps(redact_data(card.to_dict()), indent=2) + "\n"

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The exit codes are a stable interface (the README's table): CI gates on them, as on k6's.
+# A run whose threshold failed exits 99, k6's code (``EXIT_THRESHOLDS``, with the thresholds).
 EXIT_OK = 0
-"""The run finished (or the check passed)."""
+"""Success: the run finished, the check passed, every expectation held, the report says go."""
 EXIT_FAILURE = 1
-"""The run itself failed (a verification mismatch, an unexpected fault)."""
+"""An expectation failed: ``verify`` found an alert that did (not) fire, the drill scored below 6/6."""
 EXIT_USAGE = 2
 """Bad input: a profile, an option or a file the user named. Nothing ran."""
+EXIT_NO_GO = 3
+"""``report``: the readiness score says no-go."""
+EXIT_ERROR = 4
+"""loadsim could not finish: a tool it runs failed (promtool), or a bug (the traceback is on stderr)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +37,19 @@ class Problem:
     """What was expected, and what was found."""
 
     def __str__(self) -> str:
-        if self.key:
-            return f"{self.source}: {self.key}: {self.message}"
-        return f"{self.source}: {self.message}"
+        text = f"{self.source}: {self.key}: {self.message}" if self.key else f"{self.source}: {self.message}"
+        return one_line(text)
+
+
+def one_line(text: str) -> str:
+    r"""``text`` with every control character escaped (``\r``, ``\x1b``): a problem stays on its one line.
+
+    File names and values are shown as the user gave them, and a name can hold a line break
+    or a terminal escape sequence.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ConfigError(Exception):

@@ -20,7 +20,9 @@ from loadsim.contract import MetricOptions
 from loadsim.errors import ConfigError, Problem
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
+from loadsim.overlays.combinations import first_problem
 from loadsim.overlays.scenarios import SCENARIOS
+from loadsim.overlays.state import RunState
 from loadsim.overlays.timeline import Overlay, Timeline
 from loadsim.profile import (
     ConstantSpec,
@@ -217,7 +219,15 @@ def build_timeline(profile: Profile, epoch: float, source: str) -> Timeline:
         )
     if problems:
         raise ConfigError(problems)
-    return Timeline(overlays)
+    timeline = Timeline(overlays)
+    schedule = build_schedule(profile.schedule, epoch)
+    base = RunState(model=profile.model, controller=profile.controller)
+    found = first_problem(timeline, base, schedule.at, profile.duration)
+    if found is not None:
+        t, acting, why = found
+        acting_now = f"{' and '.join(acting)} acting together" if len(acting) > 1 else f"{''.join(acting)} acting"
+        raise ConfigError.single(source, "overlay", f"{acting_now} at {format_duration(t)}: {why}")
+    return timeline
 
 
 def build_schedule(specs: list[SegmentSpec], epoch: float) -> Schedule:

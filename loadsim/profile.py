@@ -18,21 +18,41 @@ Example (``profiles/steady-1rps.toml``)::
 from __future__ import annotations
 
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.errors import ConfigError, Problem
+from loadsim.files import MIB, InputFileError, read_bytes
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
-from loadsim.units import NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
+from loadsim.thresholds import Threshold, parse_threshold
+from loadsim.units import MAX_RATE, NonNegative, PerSecond, Positive, Seconds, SecondsOrZero, parse_duration
 
+PROFILE_LIMIT = 4 * MIB
+"""Largest profile file read (the bundled ones are under 4 KiB)."""
 DEFAULT_VIRTUAL_START = datetime(2026, 1, 5, tzinfo=UTC)
 """A Monday at 00:00 UTC: virtual runs start here unless the profile says otherwise."""
+MAX_PAIRS = 1_000_000
+"""Most (workspace, actor) pairs in a population: each is hashed once at start (about 1 s per million)."""
+MAX_IN_FLIGHT = 100_000_000
+"""Highest ``max_in_flight``: a simulated send in flight holds 17 bytes, so this bounds them at 1.7 GB."""
+MAX_OVERLAYS = 1000
+"""Most overlays in one profile (each is checked against every other before the run)."""
 
 
 class _Spec(BaseModel):
@@ -60,7 +80,7 @@ class StepsSpec(_Spec):
     """A staircase of rates, ``step`` long each."""
 
     kind: Literal["steps"]
-    rates: Annotated[list[PerSecond], Field(min_length=1)]
+    rates: Annotated[list[PerSecond], Field(min_length=1, max_length=10_000)]
     step: Seconds
     duration: Seconds | None = None
 
@@ -72,14 +92,18 @@ class DiurnalSpec(_Spec):
     trough: PerSecond
     peak: PerSecond
     peak_hour: Annotated[float, Field(ge=0, lt=24)] = 14.0
-    sharpness: Positive = 2.0
-    weekend_factor: NonNegative = 0.4
+    sharpness: Annotated[Positive, Field(le=100)] = 2.0
+    weekend_factor: Annotated[NonNegative, Field(le=100)] = 0.4
     duration: Seconds | None = None
 
     @model_validator(mode="after")
     def _peak_above_trough(self) -> DiurnalSpec:
         if self.peak < self.trough:
             msg = f"peak ({self.peak:g}/s) must be at least trough ({self.trough:g}/s)"
+            raise ValueError(msg)
+        highest = self.trough + (self.peak - self.trough) * max(1.0, self.weekend_factor)
+        if highest > MAX_RATE:
+            msg = f"weekend_factor {self.weekend_factor:g} makes the weekend peak {highest:g}/s, above {MAX_RATE:g}/s"
             raise ValueError(msg)
         return self
 
@@ -96,12 +120,20 @@ class PopulationSpec(_Spec):
     follows from who is sending, not from a probability.
     """
 
-    workspaces: Annotated[int, Field(ge=0)] = 20
+    workspaces: Annotated[int, Field(ge=0, le=MAX_PAIRS)] = 20
     """Workspaces; 0 keys sends by actor alone (a relay without workspaces)."""
-    actors: Annotated[int, Field(ge=1)] = 50
+    actors: Annotated[int, Field(ge=1, le=MAX_PAIRS)] = 50
     """Actors per workspace (in all, when there are no workspaces)."""
-    skew: NonNegative = 1.0
+    skew: Annotated[NonNegative, Field(le=100)] = 1.0
     """Zipf exponent of how often each pair sends (0: all alike; 1: a few heavy senders)."""
+
+    @model_validator(mode="after")
+    def _pairs_bounded(self) -> PopulationSpec:
+        pairs = max(self.workspaces, 1) * self.actors
+        if pairs > MAX_PAIRS:
+            msg = f"workspaces x actors must be at most {MAX_PAIRS:,} pairs (each is hashed at start), got {pairs:,}"
+            raise ValueError(msg)
+        return self
 
 
 class MetricsSpec(_Spec):
@@ -109,9 +141,24 @@ class MetricsSpec(_Spec):
 
     status_label: bool = False
     """Add ``status`` to ``action_latency_seconds`` (the ``*_by_result`` rules need it)."""
-    workspace_ids: list[str] = Field(default_factory=list)
+    workspace_ids: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
     """Add ``workspace_id`` to ``action_exec_total``; empty means the label is off."""
-    workspace_weights: list[NonNegative] = Field(default_factory=list)
+    workspace_weights: Annotated[list[Annotated[NonNegative, Field(le=1e12)]], Field(max_length=1000)] = Field(
+        default_factory=list
+    )
+
+    @field_validator("workspace_ids")
+    @classmethod
+    def _ids_unique(cls, ids: list[str]) -> list[str]:
+        # Two equal ids would be two series with one label set: Prometheus rejects the scrape.
+        seen: set[str] = set()
+        twice = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        if twice:
+            msg = f"each workspace id must appear once, got {', '.join(map(repr, twice))} more than once"
+            raise ValueError(msg)
+        return ids
 
     @model_validator(mode="after")
     def _weights_match(self) -> MetricsSpec:
@@ -121,33 +168,46 @@ class MetricsSpec(_Spec):
                 f"got {len(self.workspace_weights)}"
             )
             raise ValueError(msg)
+        if self.workspace_weights and sum(self.workspace_weights) <= 0:
+            msg = "workspace_weights must not all be 0: executions are split over the ids in these proportions"
+            raise ValueError(msg)
         return self
 
 
 class EngineSpec(_Spec):
     """How the engine steps through time."""
 
-    tick: Seconds = 0.1
-    """Wall-clock window: sends are sampled and completed in batches this long."""
-    virtual_tick: Seconds = 5.0
-    """Virtual-clock window: a third of the 15 s scrape interval the relay's rules assume."""
+    tick: Annotated[Seconds, Field(ge=0.001, le=10)] = 0.1
+    """Wall-clock window: sends are sampled and completed in batches this long.
+
+    From 1 ms (shorter, the loop does nothing but wake) to 10 s (sends reach ``/metrics`` once
+    per tick, and Prometheus scrapes every 15 s)."""
+    virtual_tick: Annotated[Seconds, Field(ge=0.01, le=3600)] = 5.0
+    """Virtual-clock window: a third of the 15 s scrape interval the relay's rules assume (10 ms to 1 h)."""
     grace: SecondsOrZero = 35.0
     """At the end of a wall-clock run, how long sends in flight may take to finish (seconds)."""
-    max_in_flight: Annotated[int, Field(gt=0)] = 10_000_000
+    max_in_flight: Annotated[int, Field(gt=0, le=MAX_IN_FLIGHT)] = 10_000_000
     """Arrivals beyond this many sends in flight are dropped and counted, never queued."""
     virtual_start: datetime = DEFAULT_VIRTUAL_START
     """The calendar time a virtual run starts at (diurnal curves follow it)."""
+
+
+_START_HELP = "an offset such as 10m or an ISO time such as 2026-11-27T14:00:00Z"
 
 
 def _parse_start(value: Any) -> Any:
     """An offset from the run's start (``10m``) or an absolute time (``2026-11-27T14:00:00Z``)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date | time):
+        # A TOML local date or time: no moment on the run's calendar without the other half.
+        msg = f"expected {_START_HELP}, got a TOML {type(value).__name__} ({value.isoformat()})"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic reports ValueError as a validation problem
     if isinstance(value, str) and "T" in value:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            msg = f"expected an offset such as 10m or an ISO time such as 2026-11-27T14:00:00Z, got {value!r}"
+            msg = f"expected {_START_HELP}, got {value!r}"
             raise ValueError(msg) from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return parse_duration(value)
@@ -166,6 +226,19 @@ class OverlaySpec(_Spec):
     magnitude: Annotated[float, Field(gt=0, le=10)] = 1.0
     options: dict[str, float | str] = Field(default_factory=dict)
 
+    @field_validator("options")
+    @classmethod
+    def _options_in_limits(cls, options: dict[str, float | str], info: ValidationInfo) -> dict[str, float | str]:
+        from loadsim.overlays.scenarios import SCENARIOS
+
+        scenario = SCENARIOS.get(info.data.get("scenario", ""))
+        if scenario is None:
+            return options  # the scenario's own problem is reported
+        problems = scenario.option_problems(options)
+        if problems:
+            raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
+        return options
+
     @field_validator("scenario")
     @classmethod
     def _known_scenario(cls, name: str) -> str:
@@ -177,15 +250,7 @@ class OverlaySpec(_Spec):
         return name
 
     @model_validator(mode="after")
-    def _options_and_ramps(self) -> OverlaySpec:
-        from loadsim.overlays.scenarios import SCENARIOS
-
-        known = SCENARIOS[self.scenario].options
-        unknown = sorted(set(self.options) - set(known))
-        if unknown:
-            allowed = ", ".join(known) or "none"
-            msg = f"unknown option {', '.join(map(repr, unknown))} for {self.scenario}; allowed: {allowed}"
-            raise ValueError(msg)
+    def _ramps_fit(self) -> OverlaySpec:
         if self.ramp_in_seconds + self.ramp_out_seconds > self.duration:
             msg = "ramp in and out together must fit in the duration"
             raise ValueError(msg)
@@ -200,6 +265,45 @@ class OverlaySpec(_Spec):
     def ramp_out_seconds(self) -> float:
         """Ramp-out length."""
         return self.ramp if self.ramp_out is None else self.ramp_out
+
+
+def _threshold_of(metric: str) -> Any:
+    """A list item type: one threshold on ``metric``, from an expression or a table."""
+    return Annotated[Threshold, PlainValidator(lambda item: parse_threshold(metric, item))]
+
+
+class ThresholdsSpec(_Spec):
+    """Pass/fail criteria (k6's ``thresholds``): each measure takes a list of expressions."""
+
+    errors: list[_threshold_of("errors")] = Field(default_factory=list)  # type: ignore[valid-type]
+    latency: list[_threshold_of("latency")] = Field(default_factory=list)  # type: ignore[valid-type]
+    latency_intended: list[_threshold_of("latency_intended")] = Field(default_factory=list)  # type: ignore[valid-type]
+    achieved_rate: list[_threshold_of("achieved_rate")] = Field(default_factory=list)  # type: ignore[valid-type]
+    drops: list[_threshold_of("drops")] = Field(default_factory=list)  # type: ignore[valid-type]
+    reason: dict[str, list[Any]] = Field(default_factory=dict)
+    """``[thresholds.reason]``: a list per reason name (``gmail_5xx = ["count<100"]``)."""
+
+    @field_validator("reason")
+    @classmethod
+    def _reasons(cls, table: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {}
+        for name, items in table.items():
+            parsed = []
+            for i, item in enumerate(items):
+                try:
+                    parsed.append(parse_threshold(f"reason.{name}", item))
+                except ValueError as e:
+                    msg = f"{name}[{i}]: {e}"
+                    raise ValueError(msg) from None
+            out[name] = parsed
+        return out
+
+    def all(self) -> list[Threshold]:
+        """Every threshold, in the order of the measures above."""
+        out: list[Threshold] = [*self.errors, *self.latency, *self.latency_intended, *self.achieved_rate, *self.drops]
+        for items in self.reason.values():
+            out += items
+        return out
 
 
 class Profile(_Spec):
@@ -219,8 +323,10 @@ class Profile(_Spec):
     """Who sends (the rollout gate buckets them; used in controller policy mode)."""
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
     engine: EngineSpec = Field(default_factory=EngineSpec)
-    overlay: list[OverlaySpec] = Field(default_factory=list)
+    overlay: Annotated[list[OverlaySpec], Field(max_length=MAX_OVERLAYS)] = Field(default_factory=list)
     """Fault scenarios layered on the schedule (TOML: ``[[overlay]]`` tables)."""
+    thresholds: ThresholdsSpec = Field(default_factory=ThresholdsSpec, exclude=True)
+    """Pass/fail criteria: they judge a run, they do not change it (so not in the state file's fingerprint)."""
 
     @field_validator("schedule")
     @classmethod
@@ -242,17 +348,17 @@ def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file; raises :class:`ConfigError` listing every problem."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ConfigError.single(source, "", "file not found") from None
-    except OSError as e:
-        raise ConfigError.single(source, "", f"cannot read file: {e.strerror}") from None
+        raw = read_bytes(path, PROFILE_LIMIT)
+    except InputFileError as e:
+        raise ConfigError.single(source, "", str(e)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError.single(source, "", "not UTF-8 text; expected a TOML profile") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError.single(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError.single(source, "", "not valid TOML: nested too deeply") from None
     return parse_profile(data, source)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -27,6 +28,36 @@ from loadsim.profile import parse_profile
 from loadsim.runtime.factory import build
 from loadsim.sinks.relay_metrics import RelayMetrics
 from loadsim.sinks.summary import RunSummary
+
+# Property-based tests: reproducible by default (the same examples on every run, no example
+# database left behind); HYPOTHESIS_PROFILE=dev explores new ones. Example counts are set per
+# test, modest, so each property runs in a few seconds.
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A test marked ``bad_input`` fails when a traceback shows in anything it captured.
+
+    Bad input must give one line and exit 2 (README), never a traceback: this holds the whole of
+    each such test's captured stdout, stderr and log to it, not only what the test asserts on.
+    """
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if call.when != "call" or not report.passed or item.get_closest_marker("bad_input") is None:
+        return
+    for name, text in report.sections:
+        if TRACEBACK in text:
+            report.outcome = "failed"
+            report.longrepr = f"a traceback in the captured output ({name}) of a bad-input test:\n{text[-3000:]}"
+            return
+
 
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
 Samples = dict[SampleKey, float]

@@ -11,6 +11,8 @@ import pytest
 
 from loadsim.cli import main
 
+pytestmark = pytest.mark.bad_input  # any traceback in a test's captured output fails it (conftest)
+
 
 def write(tmp_path: Path, text: str, name: str = "p.toml") -> Path:
     path = tmp_path / name
@@ -116,6 +118,23 @@ class TestBadOptions:
     def test_run_option(self, capsys, argv, expected):
         code, err, _ = run_main(capsys, "run", "--virtual", *argv)
         assert (code, err) == (2, [expected])
+
+    def test_an_empty_pushgateway_is_refused_an_empty_variable_is_unset(self, tmp_path, capsys, monkeypatch):
+        # `--pushgateway ""` is what an unset CI variable passed on looks like: refused, never "no push".
+        code, err, _ = run_main(capsys, "run", "--virtual", "--no-listen", "--pushgateway", "")
+        expected = (
+            "loadsim: --pushgateway: is empty; expected the Pushgateway's URL, e.g. http://127.0.0.1:9091 "
+            "(if a CI variable or secret should hold it, it is not set)"
+        )
+        assert (code, err) == (2, [expected])
+        # An exported but empty PUSHGATEWAY_URL is the shell's way of saying unset: the run goes on, pushing nowhere.
+        monkeypatch.setenv("PUSHGATEWAY_URL", "")
+        summary = tmp_path / "summary.json"
+        code, err, _ = run_main(
+            capsys, "run", "--virtual", "--no-listen", "--duration", "10s", "--summary-json", str(summary)
+        )
+        assert (code, err) == (0, [])
+        assert json.loads(summary.read_text())["sends"]["started"] > 0
 
     @pytest.mark.parametrize(
         "driver", [["--virtual"], ["--driver", "http", "--target", "http://127.0.0.1:9", "--rate", "1/s"]]

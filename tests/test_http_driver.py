@@ -422,7 +422,7 @@ def test_https_target_verified_against_the_given_ca(tmp_path: Path) -> None:
     assert set(untrusted["by_result"]) == {"connection_error"}
 
 
-@pytest.mark.parametrize(("content", "why"), [(None, "No such file or directory"), ("not a cert\n", "no certificate")])
+@pytest.mark.parametrize(("content", "why"), [(None, "file not found"), ("not a cert\n", "not a PEM certificate")])
 def test_an_unusable_ca_file_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, why: str
 ) -> None:

@@ -221,7 +221,7 @@ class TestBadOverlays:
             ),
             (
                 {"scenario": "error-rate-warn", "start": "1m", "duration": "1m", "options": {"bogus": 1}},
-                "overlay[0]: unknown option 'bogus' for error-rate-warn; allowed: ratio",
+                "overlay[0].options: bogus: unknown option for error-rate-warn; allowed: ratio (default 0.02)",
             ),
             (
                 {"scenario": "error-rate-warn", "start": "1m", "duration": "1m", "ramp": "40s"},

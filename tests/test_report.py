@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 
 from loadsim.cli import main
 from loadsim.report.figures import ERROR_RATIO, LATENCY
+from loadsim.testing.history import make_blocks
 from loadsim.testing.stack import Prometheus, find_binary
 
 END = datetime(2026, 11, 30, 12, tzinfo=UTC)
@@ -68,11 +69,7 @@ def serve(tmp: Path, hours: float, overlays: list[str], timings: dict[str, float
     timings["backfill"] = time.monotonic() - t0
     prometheus = Prometheus({"global": {"evaluation_interval": "15s"}}, find_binary("prometheus"), tmp / "prometheus")
     t0 = time.monotonic()
-    done = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(out), str(prometheus.directory / "tsdb")],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    make_blocks(promtool, out, prometheus.directory / "tsdb")
     timings["create_blocks"] = time.monotonic() - t0
     return prometheus
 
@@ -156,18 +153,30 @@ class TestScore:
         assert {"id", "name", "passed", "evidence"} <= set(r["items"][0])
         # A backfilled window has no scrape history: said so, never scored as 0% or 100%.
         assert data["figures"]["scrape_success"] is None
-        assert "Scrape success (avg of up): no up series in the window." in (tmp_path / "report" / "report.md").read_text()
+        markdown = (tmp_path / "report" / "report.md").read_text()
+        assert "Scrape success (avg of up): no up series in the window." in markdown
 
     def test_a_two_hour_crit_window_is_a_sustained_violation_named_in_the_evidence(self, tmp_path: Path) -> None:
         prometheus = serve(tmp_path, 6, ["error-rate-crit@2h+2h"], {})
+        junit = tmp_path / "junit.xml"
         with prometheus:
-            code, data = report(tmp_path, Window(prometheus, END.timestamp() - 6 * 3600, END.timestamp(), {}))
+            window = Window(prometheus, END.timestamp() - 6 * 3600, END.timestamp(), {})
+            code, data = report(tmp_path, window, "--junit", str(junit))
         assert code == 3
         item = next(i for i in data["readiness"]["items"] if i["id"] == "no_sustained_violation")
         assert not item["passed"]
         # The fault ran 08:00 to 10:00 UTC; the 5-minute windows see it from a minute in to 5 minutes after.
         assert "error rate > 1% from 2026-11-30 08:0" in item["evidence"], item["evidence"]
         assert "to 2026-11-30 10:0" in item["evidence"], item["evidence"]
+        # The same verdict as JUnit: one case per item, this one failed with the same evidence.
+        schema = xmlschema.XMLSchema(Path(__file__).parent / "data" / "junit-10.xsd")
+        schema.validate(junit)
+        [suite] = schema.to_dict(junit)["testsuite"]
+        cases = {c["@name"]: c for c in suite["testcase"]}
+        assert list(cases) == [i["name"] for i in data["readiness"]["items"]]
+        assert cases["No sustained SLO violation"]["failure"][0]["@message"] == item["evidence"]
+        skipped = {name for name, c in cases.items() if "skipped" in c}
+        assert skipped == {i["name"] for i in data["readiness"]["items"] if not i["checked"]}
 
 
 class TestBadInput:
@@ -178,6 +187,19 @@ class TestBadInput:
         assert code == 2
         [line] = capsys.readouterr().err.splitlines()
         assert line.startswith("loadsim: --prometheus: http://127.0.0.1:9/api/v1/status/buildinfo cannot be read: ")
+
+    def test_a_relative_window_and_a_malformed_one(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        argv = ["report", "--prometheus", "http://127.0.0.1:9", "--out", str(tmp_path)]
+        # now-24h is read: the problem left is the Prometheus that does not answer.
+        assert main([*argv, "--from", "now-24h"]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith("loadsim: --prometheus: ")
+        assert main([*argv, "--from", "now-a-day"]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line == (
+            "loadsim: --from: expected now, now-DURATION such as now-24h, or an ISO time such as "
+            "2026-11-30T12:00:00Z, got 'now-a-day'"
+        )
 
     def test_a_missing_drill_file_and_an_unwritable_output(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

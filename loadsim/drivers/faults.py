@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiohttp
 
 from loadsim.clock import Clock, wait_for
+from loadsim.net import LOOPBACK_ONLY, Reach, session
 from loadsim.overlays.timeline import Active
 
 GMAIL_SIDE = ("error-rate-warn", "error-rate-crit", "latency-crit", "latency-warn", "rate-limit-storm")
@@ -50,9 +51,11 @@ class _Call:
 class FaultControl:
     """Keeps a fake Gmail's overlays in step with the run's Gmail-side overlays."""
 
-    def __init__(self, url: str, clock: Clock, log: Any = None) -> None:
+    def __init__(self, url: str, clock: Clock, log: Any = None, *, reach: Reach = LOOPBACK_ONLY) -> None:
         self.url = url.rstrip("/")
         self.clock = clock
+        self.reach = reach
+        """Where its connections may go (checked at each connection; see :class:`~loadsim.net.Reach`)."""
         self.log = log
         self.calls = 0
         self.failures = 0
@@ -81,7 +84,7 @@ class FaultControl:
     async def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             # No library timeout: every call is bounded on loadsim's clock instead.
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._session = session(self.reach, timeout=aiohttp.ClientTimeout(total=None))
         return self._session
 
     def start(self) -> None:

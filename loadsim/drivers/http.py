@@ -66,8 +66,9 @@ from loadsim.drivers.templates import (
 from loadsim.engine.driver import Counts, Part, Window
 from loadsim.engine.seeds import RunRandom
 from loadsim.errors import Problem
+from loadsim.files import MIB, read_bytes
 from loadsim.model.params import ModelParams
-from loadsim.net import is_loopback
+from loadsim.net import LOOPBACK_ONLY, Reach, is_loopback
 from loadsim.schedule import Schedule
 from loadsim.sinks.http_metrics import HttpMetrics
 
@@ -75,6 +76,8 @@ HDR_MAX_US = 600_000_000
 """Longest latency recorded: 10 minutes, in microseconds."""
 DEFAULT_REMOTE_MAX_RATE = 10.0
 """Sends/s allowed to a non-loopback target unless --max-rate raises it."""
+CA_FILE_LIMIT = 4 * MIB
+"""Largest --ca-file read (the whole Mozilla bundle is about 220 KiB)."""
 DEFAULT_MAX_BODY = 1 << 20
 """Longest response body read (bytes); longer ones end as ``oversize``."""
 
@@ -116,6 +119,12 @@ class HttpOptions:
     """How far ahead of a window its arrivals are placed on the loop (seconds)."""
     fault_control: str | None = None
     """Base URL of a loadsim fake-gmail whose control API gets the Gmail-side overlays."""
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
+    """User and password from the target URL's userinfo, sent as HTTP Basic auth (``target`` has none)."""
+    reach: Reach = LOOPBACK_ONLY
+    """Where the target's connections may go: loopback, unless the target's host was allowed by name."""
+    fault_control_reach: Reach = LOOPBACK_ONLY
+    """The same for the fault-control URL (``--allow-host``)."""
 
 
 def check_target(
@@ -186,6 +195,11 @@ at 45,000/s against nginx; 69% with this floor). The price is start lateness of
 up to about a millisecond (p50 0.8 ms, p99 2.5 ms at 45,000/s), which the latency
 from the intended start includes.
 """
+MAX_WAITING = 100_000
+"""Most arrivals handed over and waiting for their time (unless ``max_in_flight`` is higher): a
+second of the driver's best, far beyond what a loop that keeps up ever holds (a tick and a lead)."""
+DISPATCH_MAX = 4096
+"""Most requests started in one turn of the dispatcher: the loop gets a turn between two."""
 GC_THRESHOLDS = (50_000, 50, 1000)
 """While the driver runs: each request allocates small objects (its bytes, its exchange, its
 measurements); with the default thresholds the cyclic collector took about 20% of the driver's
@@ -297,6 +311,9 @@ class HttpDriver:
     """Drives the engine's windows as real HTTP requests against ``options.target``."""
 
     noun = "requests"
+    max_batch = 1 << 13
+    """A window's arrivals are sorted and their Gmail bodies drawn when handed over: 8,192 at a
+    time (a tenth of a second of the driver's best) keeps a hand-over short at any rate."""
 
     def __init__(  # noqa: PLR0917 - each collaborator injected once
         self,
@@ -322,7 +339,7 @@ class HttpDriver:
         self.faults = faults
         self.log = log
         self.results = HttpResults()
-        self.wire = Wire(options.target, options.token)
+        self.wire = Wire(options.target, options.token, basic=options.basic_auth)
         self.sampler = MessageSampler(random.outcomes)
         self.gmail = GmailPayloads(self.wire, options.users, random.outcomes, random.overlays)
         self._relay_flow = options.template == "relay"
@@ -373,6 +390,7 @@ class HttpDriver:
             ssl_context=context,
             render=self.gmail.build,
             max_body=self.options.max_body,
+            reach=self.options.reach,
         )
         self._pool = pool
         pool.start()
@@ -420,8 +438,16 @@ class HttpDriver:
     def window(self, window: Window) -> Counts:
         if self.faults is not None:
             self.faults.sync(window.active, window.t0)
-        if not self._stop and len(window.starts):
-            starts = np.sort(window.starts) + self.clock.source()[1]  # run time -> the source's base
+        if self._stop or not len(window.starts):
+            return self._flush()
+        starts = np.sort(window.starts) + self.clock.source()[1]  # run time -> the source's base
+        room = max(max(self.options.max_in_flight, MAX_WAITING) - self._waiting, 0)
+        if len(starts) > room:
+            # A loop too slow to dispatch what it was handed: beyond MAX_WAITING (or max_in_flight)
+            # arrivals waiting for their time, the rest is dropped and counted, never queued without end.
+            self._dropped += len(starts) - room
+            starts = starts[:room]
+        if len(starts):
             shapes = self._shapes(window)
             batch = None if self._relay_flow else self.gmail.draw(len(starts), shapes)
             self._due.append(_Due(starts, batch, shapes))
@@ -453,16 +479,21 @@ class HttpDriver:
     # -- starting requests -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Start every arrival that is due; sleep until the next one."""
+        """Start every arrival that is due (at most ``DISPATCH_MAX`` a turn of the loop); sleep until the next one."""
         self._timer = None
         now = self._now()
+        budget = DISPATCH_MAX
         while self._due:
             due = self._due[0]
-            end = int(np.searchsorted(due.times, now, side="right"))
+            end = min(int(np.searchsorted(due.times, now, side="right")), due.next + budget)
             if end > due.next:
                 self._start(due, due.next, end, now)
                 self._waiting -= end - due.next
+                budget -= end - due.next
                 due.next = end
+                if budget <= 0:  # the rest on the next turn: signals, answers and /metrics go first
+                    self._timer = self.clock.call_later(0.0, self._dispatch)
+                    return
             if due.next < len(due.times):
                 wait = max(float(due.times[due.next]) - now, DISPATCH_SLICE)
                 self._timer = self.clock.call_later(wait, self._dispatch)
@@ -524,11 +555,13 @@ class HttpDriver:
         label = self._label(status)
         if label != "2xx":
             return f"preview_{label}"
+        if ex.body is None:
+            return "preview_too_large"  # longer than the pool keeps (wire.MAX_KEPT): no id looked for
         preview_id = None
         try:
-            parsed = json.loads(bytes(ex.body or b""))
+            parsed = json.loads(ex.body)
             preview_id = parsed.get("preview_id") if isinstance(parsed, dict) else None
-        except ValueError:
+        except (ValueError, RecursionError):
             preview_id = None
         if not preview_id:
             return "preview_no_id"
@@ -583,6 +616,8 @@ class HttpDriver:
         out = self.results.to_dict()
         out["target"] = self.options.target
         out["template"] = self.options.template
+        if self._pool is not None and self._pool.refused:
+            out["connections_refused_beyond_loopback"] = self._pool.refused
         if self.faults is not None:
             out["fault_control"] = self.faults.summary()
         return out
@@ -614,11 +649,14 @@ class HttpDriver:
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """The client TLS context: the system's CAs, plus ``ca_file`` (PEM) when given.
 
-    Raises ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be used.
+    Raises :class:`~loadsim.files.InputFileError` (not a regular file, over 4 MiB),
+    ``OSError`` or ``ssl.SSLError`` for a ``ca_file`` that cannot be used. The file is
+    read by :mod:`loadsim.files` (a FIFO would block ``cafile=``) and handed over as text.
     """
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=ca_file)
+        pem = read_bytes(ca_file, CA_FILE_LIMIT).decode("ascii", "replace")
+        context.load_verify_locations(cadata=pem)
     return context
 
 

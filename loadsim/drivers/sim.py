@@ -40,6 +40,8 @@ class SimDriver:
     """Samples outcomes for the relay's metrics; never waits on anything."""
 
     noun = "sends"
+    max_batch = 1 << 20
+    """About 0.1 s of sampling on one core, 100 MB while it is sampled."""
 
     def __init__(  # noqa: PLR0917 - each collaborator injected once, in data-flow order
         self,

@@ -75,12 +75,16 @@ import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
+import aiohappyeyeballs
 import httptools
 
 from loadsim.clock import Clock, Timer, wait_event, wait_for
+from loadsim.net import LOOPBACK_ONLY, BeyondLoopbackError, Reach
 
 TIMEOUT = -1
 """No complete answer within the timeout."""
+SWEEP_FLOOR = 0.005
+"""Shortest time between two timeout sweeps (seconds): a timeout fires up to this late."""
 CONNECTION_ERROR = -2
 """The connection could not be opened, or closed before a complete answer."""
 ABANDONED = -3
@@ -96,6 +100,14 @@ OVERSIZE = -7
 
 MAX_HEAD = 1 << 16
 """Bytes of an answer's head (status line, headers, interim answers before it) past which it is :data:`OVERSIZE`."""
+MAX_KEPT = 1 << 16
+"""Bytes of a body kept for an exchange that asked for it (``keep_body``); a longer body is read on, not kept.
+
+The relay flow keeps its preview's answer to read one ``preview_id`` out of it. Up to
+``max_body`` per exchange, every connection of a large pool holding a big answer at
+once could hold ``connections x max_body`` (256 MiB at the defaults, 10 GiB with
+``--connections 10000``); kept to this much, it is 16 MiB at most.
+"""
 
 
 class Exchange:
@@ -142,6 +154,7 @@ class Exchange:
         """Run time when it was handed to :meth:`Pool.submit`; its timeout counts from here."""
         self.keep_body = keep_body
         self.body: bytearray | None = bytearray() if keep_body else None
+        """The body, when ``keep_body``; None again if it outgrew the pool's ``max_kept`` (read on, not kept)."""
         self.idempotent = idempotent
         """Safe to send twice: sent once more if a reused connection went stale under it (:data:`STALE_CONNECTION`)."""
         self.retries = 0
@@ -270,7 +283,10 @@ class _Connection(asyncio.Protocol):
             if left < 0:
                 self._fail(OVERSIZE)  # the parser goes on with this chunk, but nothing is kept or ended by it
             elif ex.body is not None:
-                ex.body += body
+                if len(ex.body) + len(body) > self.pool.max_kept:
+                    ex.body = None  # too long to keep: the rest is read and counted, not stored
+                else:
+                    ex.body += body
 
     def on_message_complete(self) -> None:
         status = self.status
@@ -427,8 +443,15 @@ class Pool:
         ssl_context: ssl.SSLContext | None = None,
         render: Render | None = None,
         max_body: int = 1 << 20,
+        max_kept: int = MAX_KEPT,
+        reach: Reach = LOOPBACK_ONLY,
     ) -> None:
         self.host = host
+        self.reach = reach
+        """Which addresses a connection may reach (checked at every connection; see :class:`~loadsim.net.Reach`)."""
+        self.refused = 0
+        """Connections not made because the address they would reach is beyond the pool's reach."""
+        self.max_kept = max_kept
         self.port = port
         self.on_done = on_done
         self.clock = clock
@@ -539,17 +562,10 @@ class Pool:
         try:
             # Bounded like the exchanges: a black-holed target must not hold an opening slot for the
             # kernel's whole SYN retry time (about two minutes).
-            await wait_for(
-                self.clock,
-                self._loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=self.ssl_context,
-                    server_hostname=self.host if self.ssl_context else None,
-                ),
-                self.timeout,
-            )
+            await wait_for(self.clock, self._connect_checked(conn), self.timeout)
+        except BeyondLoopbackError:
+            self.refused += 1
+            status = CONNECTION_ERROR
         except Exception as e:  # noqa: BLE001 - any failure (OSError, TLS, a bad host name) is the asker's
             status = TIMEOUT if isinstance(e, TimeoutError) else CONNECTION_ERROR
         finally:
@@ -565,6 +581,26 @@ class Pool:
         else:
             self.idle_again(conn)
         self.deliver()
+
+    async def _connect_checked(self, conn: _Connection) -> None:
+        """Resolve, keep the addresses the pool's reach allows, and connect to one of those (not to the name).
+
+        Checked here, at every connection, on the address the socket connects to: a name
+        that resolved to loopback when the run was checked may resolve elsewhere now.
+        """
+        assert self._loop is not None
+        infos = await self.reach.addresses(self.host, self.port)
+        sock = await aiohappyeyeballs.start_connection(infos, loop=self._loop)
+        try:
+            await self._loop.create_connection(
+                lambda: conn,
+                sock=sock,
+                ssl=self.ssl_context,
+                server_hostname=self.host if self.ssl_context else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
 
     def _connect_failed(self, asker: Exchange | None, status: int) -> None:
         """The exchange that asked for the connection fails if it still waits; then the queue asks anew."""
@@ -691,7 +727,9 @@ class Pool:
     # -- timeouts --------------------------------------------------------------------------------
     def _schedule_sweep(self) -> None:
         if not self._closing:
-            self._sweeper = self.clock.call_later(min(0.05, self.timeout / 10), self._sweep)
+            # A tenth of the timeout, between 5 and 50 ms: below 5 ms the sweep alone kept the loop
+            # spinning (uvloop's timers tick in whole milliseconds), whatever the traffic.
+            self._sweeper = self.clock.call_later(min(0.05, max(self.timeout / 10, SWEEP_FLOOR)), self._sweep)
 
     def _sweep(self) -> None:
         deadline = self._now() - self.timeout

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -37,11 +38,14 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from loadsim.engine.driver import Part, Stateful
+from loadsim.files import MIB, InputFileError, read_bytes
 
 FORMAT = "loadsim-state"
 VERSION = 2
 """Version 2: one part per component (engine, driver). Version 1 files are refused with a message."""
 SEP = "/"
+MAX_BYTES = 256 * MIB
+"""Largest state file read, and largest it may inflate to (a 48-hour HTTP run's is under 1 MiB)."""
 
 
 class StateError(Exception):
@@ -93,13 +97,22 @@ def capture(identity: Identity, components: Mapping[str, Stateful]) -> Checkpoin
     return Checkpoint(meta, {name: c.snapshot() for name, c in components.items()})
 
 
+OPTIONAL_PARTS = frozenset({"pusher"})
+"""Parts a run may resume without (a file written before they existed, or by a run that did not push)."""
+UNFIT = (KeyError, ValueError, TypeError, IndexError, AttributeError, OverflowError, RecursionError)
+"""What a part that does not fit raises as it is put back: a crafted or damaged file, never a crash."""
+
+
 def restore(checkpoint: Checkpoint, components: Mapping[str, Stateful]) -> None:
     """Hand each freshly built component its part back (before the run starts)."""
     for name, component in components.items():
+        if name not in checkpoint.parts and name in OPTIONAL_PARTS:
+            continue
         try:
             component.restore(checkpoint.parts[name])
-        except (KeyError, ValueError) as e:
-            msg = f"the state file's {name} part does not fit this run ({e}); pass --fresh to start a new run"
+        except UNFIT as e:
+            what = f"{type(e).__name__}: {e}"[:200]
+            msg = f"the state file's {name} part does not fit this run ({what}); pass --fresh to start a new run"
             raise StateError(msg) from None
 
 
@@ -124,33 +137,55 @@ def write(path: Path, checkpoint: Checkpoint) -> None:
         os.close(dir_fd)
 
 
+def _load(path: Path) -> tuple[Any, dict[str, np.ndarray[Any, Any]]]:
+    """The JSON document and the arrays of a state file, read within :data:`MAX_BYTES`.
+
+    Read by :mod:`loadsim.files` (a FIFO or a device is refused, not waited on), then
+    every member's declared size is checked before numpy inflates it: an archive whose
+    members would inflate past the limit is refused unread.
+    """
+    data = read_bytes(path, MAX_BYTES)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        if sum(info.file_size for info in archive.infolist()) > MAX_BYTES:
+            raise ValueError(f"its members would inflate past {MAX_BYTES >> 20} MiB")
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        meta = json.loads(str(npz["__meta__"]))
+        arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
+    return meta, arrays
+
+
+FRESH = "pass --fresh to start a new run (the old file is kept as .bak)"
+
+
+def _readable(path: Path) -> tuple[Any, dict[str, np.ndarray[Any, Any]]]:
+    """:func:`_load`, every way it can fail turned into a :class:`StateError` that says what to do."""
+    try:
+        return _load(path)
+    except InputFileError as e:
+        if str(e) == "file not found":
+            msg = "no state file; pass --fresh to start a new run, or --fresh-if-missing to create it when absent"
+            raise StateError(msg) from None
+        raise StateError(f"not a usable state file ({e}); {FRESH}") from None
+    except (*UNFIT, OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as e:
+        what = f"{type(e).__name__}: {e}"[:200]
+        raise StateError(f"not a readable loadsim state file ({what}); {FRESH}") from None
+
+
 def read(path: Path, identity: Identity) -> Checkpoint:
     """Read and check a state file; :class:`StateError` explains any reason it cannot be used."""
-    fresh = "pass --fresh to start a new run (the old file is kept as .bak)"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["__meta__"]))
-            arrays = {k: npz[k] for k in npz.files if k != "__meta__"}
-    except FileNotFoundError:
-        msg = "no state file; pass --fresh to start a new run, or --fresh-if-missing to create it when absent"
-        raise StateError(msg) from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise StateError(f"not a readable loadsim state file ({type(e).__name__}: {e}); {fresh}") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+    fresh = FRESH
+    meta, arrays = _readable(path)
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise StateError(f"not a loadsim state file of version {VERSION}; {fresh}")
+    problem = _malformed(meta)
+    if problem:
+        raise StateError(f"a damaged loadsim state file ({problem}); {fresh}")
     if meta.get("driver") != identity.driver:
         theirs = meta.get("driver")
         raise StateError(f"written by the {theirs} driver, this run uses the {identity.driver} driver; {fresh}")
     if meta["fingerprint"] != identity.fingerprint:
-        if meta["profile"] != identity.profile or meta["seed"] != identity.seed:
-            why = (
-                f"written by profile {meta['profile']!r} with seed {meta['seed']}, "
-                f"this run is {identity.profile!r} with seed {identity.seed}"
-            )
-        else:
-            why = f"profile {identity.profile!r} has changed since this state was written"
-        raise StateError(f"{why}; {fresh}")
-    parts_meta = meta.pop("parts", {})
+        raise StateError(f"{_another_run(meta, identity)}; {fresh}")
+    parts_meta = meta.pop("parts")
     if "engine" not in parts_meta:
         raise StateError(f"incomplete state file (no engine part); {fresh}")
     parts: dict[str, Part] = {name: (m, {}) for name, m in parts_meta.items()}
@@ -159,6 +194,42 @@ def read(path: Path, identity: Identity) -> Checkpoint:
         if name in parts:
             parts[name][1][sub] = a
     return Checkpoint(meta, parts)
+
+
+def _another_run(meta: dict[str, Any], identity: Identity) -> str:
+    """How the run that wrote ``meta`` differs from this one."""
+    if meta["profile"] != identity.profile or meta["seed"] != identity.seed:
+        return (
+            f"written by profile {meta['profile']!r} with seed {meta['seed']}, "
+            f"this run is {identity.profile!r} with seed {identity.seed}"
+        )
+    return f"profile {identity.profile!r} has changed since this state was written"
+
+
+def _malformed(meta: dict[str, Any]) -> str:
+    """What is wrong with a state file's document (empty when its shape is right): types, not contents."""
+    expected: dict[str, tuple[type, ...]] = {
+        "profile": (str,),
+        "seed": (int,),
+        "fingerprint": (str,),
+        "driver": (str,),
+        "epoch": (int, float),
+        "parts": (dict,),
+    }
+    for key, types in expected.items():
+        value = meta.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return f"{key}: expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__}"
+    if not math.isfinite(meta["epoch"]):
+        return f"epoch: expected a finite Unix time, got {meta['epoch']}"
+    for name, part in meta["parts"].items():
+        if not isinstance(part, dict):
+            return f"parts.{name}: expected an object, got {type(part).__name__}"
+    engine = meta["parts"].get("engine", {})
+    t = engine.get("t", 0.0)
+    if not isinstance(t, int | float) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+        return f"parts.engine.t: expected a finite run time >= 0, got {t!r}"
+    return ""
 
 
 class FrozenRegistry(Collector):

@@ -52,6 +52,8 @@ class Counts:
     """Sends (or requests) that now have an outcome."""
     abandoned: int = 0
     """Sends given up without an outcome (requests out when a killed run's checkpoint was taken)."""
+    behind: int = 0
+    """Arrivals not started because they came due too long ago (the machine fell behind), never queued."""
 
 
 NO_COUNTS = Counts()
@@ -74,6 +76,8 @@ class Driver(Stateful, Protocol):
 
     noun: str
     """What one arrival is called in summaries: ``sends`` or ``requests``."""
+    max_batch: int
+    """Most arrivals it takes in one :meth:`window` call: the engine hands a busier window over in pieces."""
 
     def handover(self, t0: float, t1: float) -> float:
         """The run time at which the window ``[t0, t1)`` is handed over.

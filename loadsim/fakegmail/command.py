@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import math
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from loadsim.clock import WallClock
 from loadsim.errors import EXIT_OK, ConfigError, Problem
 from loadsim.fakegmail.quota import DEFAULT_BURST, DEFAULT_RATE, QuotaParams
 from loadsim.fakegmail.server import DEFAULT_LISTEN, DEFAULT_MAX_HOLD, FakeGmail, FakeGmailConfig
-from loadsim.logs import LEVELS, configure, get_logger
+from loadsim.logs import FORMATS, LEVELS, LogOutput, configure, get_logger
 from loadsim.model.params import ModelParams
 from loadsim.net import ListenAddress
 from loadsim.profile import load_profile
@@ -58,6 +58,18 @@ def main_args(parser: argparse.ArgumentParser) -> None:
         help="cap on how long a timed-out call is held (default 60s; the model holds about 30 s)",
     )
     parser.add_argument("--log-level", choices=LEVELS, default=None, help="default: $LOADSIM_LOG_LEVEL or info")
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        default="auto",
+        help="auto (default): human lines on a terminal (NO_COLOR honoured), JSON lines elsewhere",
+    )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "live", "line", "off"),
+        default="auto",
+        help="auto (default): a live view on a terminal, a plain line on a dumb or narrow one, nothing elsewhere",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[ListenAddress, FakeGmailConfig]:
@@ -122,12 +134,12 @@ async def run_from_args(
     stop: asyncio.Event | None = None,
     started: Callable[[FakeGmail], None] | None = None,
 ) -> int:
-    """Serve until SIGINT or SIGTERM (or ``stop`` is set), then stop cleanly; returns the exit code.
+    """Serve until SIGINT, SIGTERM or SIGHUP (or ``stop`` is set), then stop cleanly; returns the exit code.
 
     ``started`` is called once the server is listening (tests read the port from it).
     """
     address, config = config_from_args(args)
-    configure(args.log_level)
+    logs = configure(args.log_level, fmt=getattr(args, "log_format", "json"))
     log = get_logger(component="fakegmail")
     fake = FakeGmail(config, clock=WallClock(), log=log)
     try:
@@ -136,14 +148,15 @@ async def run_from_args(
         raise ConfigError.single("--listen", "", f"cannot listen on {args.listen}: {e.strerror or e}") from None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
         if started is not None:
             started(fake)
-        await stop.wait()
+        async with _viewed(fake, getattr(args, "progress", "off"), logs):
+            await stop.wait()
         log.info("fakegmail.stopping")
     finally:
         for sig in signals:
@@ -151,6 +164,40 @@ async def run_from_args(
                 loop.remove_signal_handler(sig)
         await fake.stop()
     return EXIT_OK
+
+
+REDRAW = 0.25
+"""Seconds between redraws of the live view."""
+
+
+@contextlib.asynccontextmanager
+async def _viewed(fake: FakeGmail, mode: str, logs: LogOutput) -> AsyncIterator[None]:
+    """The live view while serving (on a terminal, or when asked for), log lines above it."""
+    import sys
+
+    from loadsim.fakegmail.view import FakeGmailView, plain_fake, render_fake
+    from loadsim.sinks.live_view import choose, screen_for, shown
+
+    kind = choose(mode, sys.stderr)
+    if kind not in ("live", "line"):
+        yield
+        return
+    view = FakeGmailView(fake, screen_for(kind, sys.stderr, render_fake, plain_fake))
+
+    async def redraw() -> None:
+        while True:
+            view.redraw()
+            await fake.clock.sleep(REDRAW)
+
+    with shown(view.screen, logs if logs.is_terminal else None):
+        task = asyncio.create_task(redraw())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            view.redraw()
 
 
 def command(args: argparse.Namespace) -> int:

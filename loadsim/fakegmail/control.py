@@ -51,6 +51,7 @@ from loadsim.clock import Clock, Timer
 from loadsim.fakegmail.outcomes import gmail_signature
 from loadsim.model.controller import ControllerParams
 from loadsim.model.params import ModelParams
+from loadsim.overlays.combinations import state_problem
 from loadsim.overlays.scenarios import SCENARIOS, Scenario
 from loadsim.overlays.state import RunState
 from loadsim.overlays.timeline import Active, Overlay, Timeline
@@ -161,17 +162,8 @@ def parse_overlay_request(body: object, scenarios: Mapping[str, Scenario]) -> Ov
 
 
 def _option_problems(scenario: Scenario, options: Mapping[str, Any]) -> list[tuple[str, str]]:
-    known = ", ".join(f"{k} (default {v!r})" for k, v in scenario.options.items()) or "none"
-    problems = []
-    for key, value in options.items():
-        if key not in scenario.options:
-            problems.append((f"options.{key}", f"unknown option for {scenario.name}; expected one of: {known}"))
-        elif isinstance(scenario.options[key], str):
-            if not isinstance(value, str):
-                problems.append((f"options.{key}", f"expected a string, got {value!r}"))
-        elif not _is_number(value) or value <= 0:
-            problems.append((f"options.{key}", f"expected a number > 0, got {value!r}"))
-    return problems
+    """The scenario's own limits (the same a profile's overlay options are held to)."""
+    return [(f"options.{key}", why) for key, why in scenario.option_problems(options)]
 
 
 def _iso(wall: float) -> str:
@@ -217,9 +209,12 @@ class LiveOverlays:
             [*self.timeline.overlays, Overlay(request.scenario, t, math.inf, 0.0, 0.0, request.magnitude, options)]
         )
         try:
-            trial.state_at(self.base, t)
+            state, _ = trial.state_at(self.base, t)
         except ValueError as e:
             raise ControlError([("options", f"{name} cannot apply with the overlays in force: {e}")]) from None
+        why = state_problem(state)
+        if why is not None:
+            raise ControlError([("options", f"{name} cannot apply with the overlays in force: {why}")])
         overlay = self.timeline.start_now(request.scenario, t, request.options, request.magnitude)
         self._expired.pop(name, None)
         if request.duration is not None:
@@ -317,8 +312,8 @@ class ControlRoutes:
         try:
             try:
                 body = json.loads(await request.read())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ControlError([("body", f"not valid JSON: {e}")]) from None
+            except (ValueError, RecursionError) as e:  # RecursionError: nested deeper than the parser's stack
+                raise ControlError([("body", f"not valid JSON: {str(e) or type(e).__name__}")]) from None
             overlay = self.overlays.start(parse_overlay_request(body, self.overlays.scenarios))
         except ControlError as e:
             return web.json_response(e.body(), status=e.status)

@@ -65,6 +65,7 @@ from loadsim.fakegmail.metrics import FakeGmailMetrics
 from loadsim.fakegmail.outcomes import DEFAULT_BATCH, Call, CallSampler
 from loadsim.fakegmail.quota import QuotaParams, UserQuota, retry_after_header
 from loadsim.fakegmail.responses import GmailError
+from loadsim.logs import http_server_logger
 from loadsim.model.params import ModelParams
 from loadsim.net import ListenAddress
 from loadsim.overlays.timeline import Active
@@ -158,7 +159,13 @@ class FakeGmail:
                 host=address.host,
                 note="reachable from other machines, and the control API lets anyone reaching it inject faults",
             )
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS)
+        runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_SECONDS,
+            logger=http_server_logger("fakegmail"),
+        )
         await runner.setup()
         site = web.TCPSite(runner, address.host, address.port, reuse_address=True)
         try:
@@ -277,7 +284,7 @@ class FakeGmail:
             )
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser's stack
             return responses.invalid_argument("Invalid JSON payload received. Unexpected token.", "parseError")
         if not isinstance(body, dict):
             return responses.NOT_AN_OBJECT

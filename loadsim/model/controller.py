@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Protocol
 
 import numpy as np
+from annotated_types import Le
 from pydantic import ConfigDict, Field
 
 from loadsim.contract import CONTROLLER_RESULTS, CONTROLLER_RUN_STATUSES
 from loadsim.units import Positive, Probability, Seconds, SecondsOrZero
 
 Percent = Annotated[int, Field(ge=0, le=100)]
+MIN_INTERVAL = 1.0
+"""Shortest time between two controller runs (seconds of run time, after the time scale)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +54,18 @@ class ControllerParams:
     """Policy mode: no promotion within this long of a rollback."""
     paused: bool = False
     """Policy mode: every run exits at once, pushing nothing."""
-    time_scale: Positive = 1.0
+    time_scale: Annotated[Positive, Le(1000)] = 1.0
     """Divides the interval, the queries' windows, the dwell and the cooldown (for time-scaled rules)."""
+
+    def __post_init__(self) -> None:
+        # A run per engine window at most is what the heartbeat and the policy loop are built for;
+        # an interval of (nearly) nothing would have them loop without end inside one window.
+        if self.interval / self.time_scale < MIN_INTERVAL:
+            msg = (
+                f"interval / time_scale must be at least {MIN_INTERVAL:g}s (a controller run every second at most), "
+                f"got {self.interval:g}s / {self.time_scale:g}"
+            )
+            raise ValueError(msg)
 
 
 class ControllerSink(Protocol):

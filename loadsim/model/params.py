@@ -15,14 +15,24 @@ accepts ``"160ms"``); in Python they are plain floats.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
+from annotated_types import Ge, Le
 from pydantic import ConfigDict
 
 from loadsim.model.catalog import CLASS_INDEX, CLASSES, Stage
-from loadsim.units import NonNegative, Positive, Probability, Seconds
+from loadsim.units import NonNegative, Probability, Seconds
 
 _STRICT = ConfigDict(extra="forbid")
+
+# Upper bounds keep every draw finite: a Poisson mean times a window's sends stays far below
+# numpy's limit (about 9.2e18), and lognormals built from two quantiles stay below float overflow.
+Cost = Annotated[NonNegative, Le(3600)]
+"""Seconds of MIME build per attachment or per megabyte (at most an hour)."""
+Bytes = Annotated[NonNegative, Ge(1), Le(1e12)]
+"""A size in bytes, from 1 byte to 1 TB."""
+PerSend = Annotated[NonNegative, Le(1e9)]
+"""A Poisson mean per send (inline references, sanitization changes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +72,8 @@ class MimeParams:
 
     base_p50: Seconds = 0.008
     base_p95: Seconds = 0.02
-    per_attachment: NonNegative = 0.006
-    per_megabyte: NonNegative = 0.012
+    per_attachment: Cost = 0.006
+    per_megabyte: Cost = 0.012
 
     def __post_init__(self) -> None:
         if self.base_p95 <= self.base_p50:
@@ -79,11 +89,11 @@ class AttachmentParams:
 
     probability: Probability = 0.3
     """Share of sends with at least one attachment."""
-    extra_mean: NonNegative = 0.8
+    extra_mean: Annotated[NonNegative, Le(100)] = 0.8
     """Mean number of attachments beyond the first (Poisson), capped at the relay's 10."""
-    size_p50_bytes: Positive = 150_000.0
-    size_p95_bytes: Positive = 2_000_000.0
-    rejected_size_p50_bytes: Positive = 30_000_000.0
+    size_p50_bytes: Bytes = 150_000.0
+    size_p95_bytes: Bytes = 2_000_000.0
+    rejected_size_p50_bytes: Bytes = 30_000_000.0
     """Size of the attachments of sends rejected as too large."""
 
     def __post_init__(self) -> None:
@@ -101,8 +111,8 @@ class InlineParams:
 
     __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
-    matched: NonNegative = 0.4
-    orphan_cid: NonNegative = 0.002
+    matched: PerSend = 0.4
+    orphan_cid: PerSend = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +121,10 @@ class SanitizationParams:
 
     __pydantic_config__: ClassVar[ConfigDict] = _STRICT
 
-    tag_removed: NonNegative = 0.5
-    attr_removed: NonNegative = 0.8
-    script_blocked: NonNegative = 0.02
-    style_sanitized: NonNegative = 0.3
+    tag_removed: PerSend = 0.5
+    attr_removed: PerSend = 0.8
+    script_blocked: PerSend = 0.02
+    style_sanitized: PerSend = 0.3
 
     def means(self) -> tuple[float, float, float, float]:
         """In the order of ``catalog.SANITIZATION_CHANGE_TYPES``."""

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from loadsim.model import catalog
 from loadsim.model.catalog import CLASS_INDEX, CLASSES, LatencyKind
-from loadsim.model.params import ModelParams
+from loadsim.model.params import AttachmentParams, MimeParams, ModelParams
 
 Z95 = 1.6448536269514722
 MAX_ATTACHMENTS = 10
@@ -40,6 +40,27 @@ IntArray = NDArray[np.int64]
 def lognormal_params(p50: float, p95: float) -> tuple[float, float]:
     """``(mu, sigma)`` of the lognormal whose median is ``p50`` and 95th percentile ``p95``."""
     return math.log(p50), max(math.log(p95) - math.log(p50), 0.0) / Z95
+
+
+def draw_attachments(
+    rng: np.random.Generator, k: int, params: AttachmentParams, size: tuple[float, float] | None = None
+) -> tuple[IntArray, FloatArray]:
+    """Attachment counts and total bytes of ``k`` sends that carry attachments.
+
+    Sizes stay within the relay's limits: what it would refuse is a validation failure,
+    drawn as its own outcome class, not an accepted attachment. ``size`` is the size
+    lognormal's ``(mu, sigma)`` when the caller has it already. Calibration draws from here
+    too, so its MIME fit uses the very distribution a run samples.
+    """
+    mu, sigma = size or lognormal_params(params.size_p50_bytes, params.size_p95_bytes)
+    count = np.minimum(1 + rng.poisson(params.extra_mean, k), MAX_ATTACHMENTS)
+    sizes = np.minimum(np.exp(mu + sigma * rng.standard_normal(k)), MAX_ATTACHMENT_BYTES)
+    return count, np.minimum(count * sizes, MAX_MESSAGE_BYTES)
+
+
+def mime_attachment_cost(params: MimeParams, count: IntArray, total_bytes: FloatArray) -> FloatArray:
+    """What attachments add to a MIME build (seconds): a cost per attachment and per megabyte."""
+    return params.per_attachment * count + params.per_megabyte * (total_bytes / 1e6)
 
 
 @dataclass(slots=True)
@@ -100,8 +121,22 @@ class OutcomeModel:
         self._validation_classes = np.array([k is LatencyKind.VALIDATION for k in kinds])
         self._rejected_classes = np.array([c.name in catalog.REJECTED_ATTACHMENT_CODES for c in CLASSES])
 
-    def sample(self, rng: np.random.Generator, starts: FloatArray) -> tuple[StartEffects, Executions]:
+    def sample(
+        self,
+        rng: np.random.Generator,
+        starts: FloatArray,
+        keep: NDArray[np.intp] | None = None,
+        *,
+        totals: bool = True,
+    ) -> tuple[StartEffects, Executions]:
         """Draw the outcome of every send starting at ``starts``.
+
+        ``keep`` (sorted positions into ``starts``) restricts what is *returned* to those
+        sends, and ``totals`` False leaves out the window totals that belong to no one send
+        (inline references, sanitization changes, OAuth events, rejected bytes): a shard of
+        a fleet draws the whole window from the window's own stream, exactly as every other
+        shard does, and keeps its stripe (:mod:`loadsim.shard`). The draws are the same
+        with or without ``keep``, so the shards' parts add up to the whole, send for send.
 
         Hot path, written for numpy's costs: the few sends that do not end ``ok`` are
         handled through an index array (``err``), never a full-length boolean mask, and
@@ -119,12 +154,8 @@ class OutcomeModel:
         # MIME build: lognormal base + per-attachment and per-megabyte cost.
         mime = np.exp(self._mime[0] + self._mime[1] * rng.standard_normal(n))
         att = np.flatnonzero(rng.random(n) < p.attachments.probability)
-        att_count = np.minimum(1 + rng.poisson(p.attachments.extra_mean, len(att)), MAX_ATTACHMENTS)
-        # Sizes within the relay's limits: what it would refuse is a validation failure, drawn
-        # as its own outcome class, not an accepted attachment.
-        sizes = np.minimum(np.exp(self._size[0] + self._size[1] * rng.standard_normal(len(att))), MAX_ATTACHMENT_BYTES)
-        att_bytes = np.minimum(att_count * sizes, MAX_MESSAGE_BYTES)
-        mime[att] += p.mime.per_attachment * att_count + p.mime.per_megabyte * (att_bytes / 1e6)
+        att_count, att_bytes = draw_attachments(rng, len(att), p.attachments, self._size)
+        mime[att] += mime_attachment_cost(p.mime, att_count, att_bytes)
 
         # Latency: the Gmail call (body or heavy tail), then MIME build added, then per-kind overrides.
         latency = np.exp(self._body[0] + self._body[1] * rng.standard_normal(n))
@@ -147,6 +178,8 @@ class OutcomeModel:
 
         effects = self._start_effects(rng, counts, err, err_cls, att, att_bytes, mime)
         not_executed = err[~catalog.IS_EXECUTION[err_cls]]
+        if keep is not None:
+            return _kept(effects, keep, totals, cls, err, err_cls, att, att_bytes, mime, latency, starts)
         lat_exec = _without(latency, not_executed)
         done = Executions(
             cls=_without(cls, not_executed), latency=lat_exec, done_at=_without(starts, not_executed) + lat_exec
@@ -226,3 +259,46 @@ def _without(values: NDArray[Any], drop: NDArray[np.intp]) -> NDArray[Any]:
     keep = np.ones(len(values), dtype=bool)
     keep[drop] = False
     return np.compress(keep, values)
+
+
+def _kept(  # noqa: PLR0917 - the arrays of one window, each passed once
+    effects: StartEffects,
+    keep: NDArray[np.intp],
+    totals: bool,
+    cls: NDArray[np.int8],
+    err: NDArray[np.intp],
+    err_cls: NDArray[np.int8],
+    att: NDArray[np.intp],
+    att_bytes: FloatArray,
+    mime: FloatArray,
+    latency: FloatArray,
+    starts: FloatArray,
+) -> tuple[StartEffects, Executions]:
+    """The part of a window's outcomes that belongs to the sends at ``keep``.
+
+    Per send: early-guard failures, MIME builds, accepted attachment bytes and the
+    executions. Window totals (drawn for the window as a whole) only when ``totals``:
+    exactly one shard of a fleet takes them, so the fleet's sums are the window's.
+    """
+    mine = np.zeros(len(cls), dtype=np.bool_)
+    mine[keep] = True
+    kept_counts = np.bincount(np.compress(mine, cls), minlength=len(CLASSES))
+    guard_counts = np.where(catalog.IS_EXECUTION, 0, kept_counts)
+    built = mine.copy()
+    built[err[~catalog.BUILDS_MIME[err_cls]]] = False
+    executed = mine.copy()
+    executed[err[~catalog.IS_EXECUTION[err_cls]]] = False
+    accepted = float(np.compress(built[att], att_bytes).sum()) if len(att) else 0.0
+    rejected = effects.attachment_bytes[1] if totals else 0.0
+    zero = np.zeros_like
+    part = StartEffects(
+        guard_counts=guard_counts,
+        mime_seconds=np.compress(built, mime),
+        attachment_bytes=(accepted, rejected),
+        inline_refs=effects.inline_refs if totals else (0, 0),
+        sanitization=effects.sanitization if totals else zero(effects.sanitization),
+        oauth=effects.oauth if totals else zero(effects.oauth),
+    )
+    lat = np.compress(executed, latency)
+    done = Executions(cls=np.compress(executed, cls), latency=lat, done_at=np.compress(executed, starts) + lat)
+    return part, done

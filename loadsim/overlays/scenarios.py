@@ -40,6 +40,44 @@ SLOW_BURN = "GmailSendErrorBudgetSlowBurn"
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """What one scenario option accepts: a finite number in ``[low, high]``, or one of ``choices``.
+
+    Checked before a run starts (profile, ``--overlay``, the drill, fake-gmail's control API),
+    so an option that would break the outcome model (a share of 5, a latency of 0, a mode
+    nobody handles) is refused with its name instead of failing hours later.
+    """
+
+    low: float = 0.0
+    high: float = 1.0
+    above_low: bool = False
+    """``low`` itself is refused (a latency of 0 s has no logarithm)."""
+    choices: tuple[str, ...] = ()
+
+    def problem(self, value: object) -> str | None:
+        """Why ``value`` is refused (None when it is fine)."""
+        if self.choices:
+            if value in self.choices:
+                return None
+            return f"expected one of {', '.join(map(repr, self.choices))}, got {value!r}"
+        low = f"> {self.low:g}" if self.above_low else f">= {self.low:g}"
+        expected = f"a number {low} and <= {self.high:g}"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"expected {expected}, got {value!r}"
+        if value < self.low or (self.above_low and value == self.low) or value > self.high:
+            return f"expected {expected}, got {value!r}"
+        return None
+
+
+SHARE = Limit()
+"""A probability (0 to 1)."""
+LATENCY = Limit(0.0, 86_400.0, above_low=True)
+"""Seconds, above 0 and at most a day."""
+BYTES = Limit(1.0, 25e6)
+"""An attachment size in bytes, within the relay's 25 MB per attachment."""
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     """One named fault: what it changes and what the relay's alerts should do."""
 
@@ -54,6 +92,21 @@ class Scenario:
     options: Mapping[str, Any] = field(default_factory=dict)
     """Option names with their defaults; anything else is refused."""
     from_seed: bool = False
+    limits: Mapping[str, Limit] = field(default_factory=dict)
+    """What each option accepts (:data:`SHARE` when not named)."""
+
+    def option_problems(self, options: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """``(option, why)`` for every option that is unknown or out of its limits."""
+        allowed = ", ".join(f"{k} (default {v!r})" for k, v in self.options.items()) or "none"
+        problems = []
+        for key, value in options.items():
+            if key not in self.options:
+                problems.append((key, f"unknown option for {self.name}; allowed: {allowed}"))
+                continue
+            why = self.limits.get(key, SHARE).problem(value)
+            if why is not None:
+                problems.append((key, why))
+        return problems
 
 
 def _lerp(a: float, b: float, x: float) -> float:
@@ -203,6 +256,7 @@ SCENARIOS: dict[str, Scenario] = {
             why_also="a p95 above 2 s is above 0.5 s too; Alertmanager inhibits the warning",
             options={"p50": 1.8, "p95": 3.6},
             from_seed=True,
+            limits={"p50": LATENCY, "p95": LATENCY},
         ),
         Scenario(
             "latency-warn",
@@ -210,6 +264,7 @@ SCENARIOS: dict[str, Scenario] = {
             _latency,
             fires=(LAT_WARN,),
             options={"p50": 0.45, "p95": 0.85},
+            limits={"p50": LATENCY, "p95": LATENCY},
         ),
         Scenario(
             "controller-stalled",
@@ -219,6 +274,7 @@ SCENARIOS: dict[str, Scenario] = {
             fires=(STALLED,),
             options={"mode": "absent"},
             from_seed=True,
+            limits={"mode": Limit(choices=("absent", "frozen"))},
         ),
         Scenario(
             "controller-failing",
@@ -251,6 +307,7 @@ SCENARIOS: dict[str, Scenario] = {
                 "size_p95_bytes": 15e6,
             },
             from_seed=True,
+            limits={"extra_attachments": Limit(0.0, 9.0), "size_p50_bytes": BYTES, "size_p95_bytes": BYTES},
         ),
         Scenario(
             "sanitization-spike",
@@ -259,6 +316,7 @@ SCENARIOS: dict[str, Scenario] = {
             fires=(SANITIZATION,),
             options={"per_second": 80.0},
             from_seed=True,
+            limits={"per_second": Limit(0.0, 1e6)},
         ),
         Scenario(
             "metrics-missing",
@@ -293,6 +351,7 @@ SCENARIOS: dict[str, Scenario] = {
             _traffic_drop,
             fires=(),
             options={"rate": 0.05},
+            limits={"rate": Limit(0.0, 1e8)},
         ),
     )
 }

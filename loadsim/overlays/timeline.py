@@ -20,6 +20,9 @@ from typing import Any
 from loadsim.overlays.scenarios import Scenario
 from loadsim.overlays.state import RunState
 
+MAX_MAGNITUDE = 10.0
+"""Strongest an overlay may act (its intensity's plateau)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Overlay:
@@ -104,10 +107,12 @@ class Timeline:
     def start_now(
         self, scenario: Scenario, t: float, options: Mapping[str, Any] | None = None, magnitude: float = 1.0
     ) -> Overlay:
-        """Start ``scenario`` at run time ``t`` until stopped; options are checked against the scenario's."""
-        unknown = sorted(set(options or {}) - set(scenario.options))
-        if unknown:
-            msg = f"unknown option {', '.join(map(repr, unknown))} for {scenario.name}"
+        """Start ``scenario`` at run time ``t`` until stopped; options are checked against the scenario's limits."""
+        problems = scenario.option_problems(options or {})
+        if problems:
+            raise ValueError("; ".join(f"{key}: {why}" for key, why in problems))
+        if not (math.isfinite(magnitude) and 0 < magnitude <= MAX_MAGNITUDE):
+            msg = f"magnitude must be > 0 and <= {MAX_MAGNITUDE:g}, got {magnitude!r}"
             raise ValueError(msg)
         overlay = Overlay(scenario, t, math.inf, magnitude=magnitude, options={**scenario.options, **(options or {})})
         self.overlays.append(overlay)

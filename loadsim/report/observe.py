@@ -20,17 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
+from loadsim.files import MIB, InputFileError, read_text
+from loadsim.net import Reach
 from loadsim.relayconfig import ALERTS, RECORDING_RULES, RELAY_CONFIG
 from loadsim.report import document, figures, readiness, render
 from loadsim.report.plots import draw
 from loadsim.report.prom import Alertmanager, Prometheus, SourceError
-
-EXIT_GO = 0
-EXIT_NO_GO = 3
-"""A report that says no-go exits with this, so CI can gate on it (1 is a failed run, 2 bad input)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +49,12 @@ class Inputs:
     title: str = "Gmail rich email: observation report"
     source: str = ""
     """What the window is, for the report (default: the Prometheus URL)."""
+    allowed: frozenset[str] = frozenset()
+    """Hosts (``--allow-host``) the report may reach beyond loopback."""
+
+    def reach(self, url: str) -> Reach:
+        """The reach of a client of ``url``: beyond loopback only for an allowed host."""
+        return Reach.of(urlsplit(url).hostname or "", self.allowed)
 
     @staticmethod
     def rules_default() -> tuple[Path, ...]:
@@ -57,11 +62,23 @@ class Inputs:
         return (RECORDING_RULES, ALERTS)
 
 
+INPUT_LIMIT = 16 * MIB
+"""Largest rule file, dashboard or score card read (the relay's largest dashboard is about 60 KiB)."""
+
+
+def _read(path: Path) -> str:
+    """A named input's text, read by :mod:`loadsim.files` (regular files only, bounded); SourceError if not."""
+    try:
+        return read_text(path, INPUT_LIMIT)
+    except InputFileError as e:
+        raise SourceError(f"{path}: {e}") from None
+
+
 def alert_rules(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """Every alerting rule in ``paths`` (name, labels, annotations)."""
     out = []
     for path in paths:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = yaml.safe_load(_read(path)) or {}
         for group in doc.get("groups", []):
             out += [r for r in group.get("rules", []) if "alert" in r]
     return out
@@ -71,7 +88,7 @@ def recording_rules(paths: Sequence[Path]) -> dict[str, str]:
     """Recorded name -> expression, for every recording rule in ``paths``."""
     out: dict[str, str] = {}
     for path in paths:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        doc = yaml.safe_load(_read(path)) or {}
         for group in doc.get("groups", []):
             out |= {r["record"]: str(r["expr"]).strip() for r in group.get("rules", []) if "record" in r}
     return out
@@ -92,8 +109,8 @@ def expand(expr: str, recorded: dict[str, str], depth: int = 4) -> str:
 def panel_queries(directory: Path) -> dict[str, str]:
     """``dashboard / panel`` -> its first query, for every dashboard JSON under ``directory``."""
     out: dict[str, str] = {}
-    for path in sorted(directory.glob("*.json")):
-        doc = json.loads(path.read_text(encoding="utf-8"))
+    for path in sorted(p for p in directory.glob("*.json") if p.is_file()):  # a FIFO among them is no dashboard
+        doc = json.loads(_read(path))
         board = doc.get("dashboard", doc)
         for panel in board.get("panels", []):
             exprs = [t.get("expr") for t in panel.get("targets", []) if t.get("expr")]
@@ -165,7 +182,7 @@ def runbooks_check(rules: list[dict[str, Any]], root: Path) -> tuple[dict[str, s
 
 def observe(inputs: Inputs) -> tuple[document.Report, dict[str, Path]]:
     """Read the window, score it, write the four files; returns the report and the files."""
-    prom = Prometheus(inputs.prometheus)
+    prom = Prometheus(inputs.prometheus, reach=inputs.reach(inputs.prometheus))
     prom.check()
     f = figures.read(prom, inputs.start, inputs.end, inputs.step)
     if f.missing:
@@ -186,10 +203,10 @@ def observe(inputs: Inputs) -> tuple[document.Report, dict[str, Path]]:
     )
     rules = alert_rules(inputs.rules)
     recorded = recording_rules(inputs.rules)
-    card = json.loads(inputs.drill.read_text(encoding="utf-8")) if inputs.drill is not None else None
+    card = json.loads(_read(inputs.drill)) if inputs.drill is not None else None
     am_alerts = None
     if inputs.alertmanager is not None:
-        am = Alertmanager(inputs.alertmanager)
+        am = Alertmanager(inputs.alertmanager, reach=inputs.reach(inputs.alertmanager))
         am_alerts = am.alerts()
         routes, why = routing_check(am, rules)
     else:

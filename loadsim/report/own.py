@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 
 from loadsim.clock import WallClock, wait_for
+from loadsim.net import session
 from loadsim.plan import RunPlan
 from loadsim.report.backfill import Backfilled, backfill
 from loadsim.report.prom import SourceError
@@ -92,7 +93,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 async def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
     clock = WallClock()
-    async with aiohttp.ClientSession() as http:
+    async with session() as http:  # its own Prometheus, on loopback: checked as every client is
         while clock.now() < READY_SECONDS and proc.poll() is None:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 get = http.get(f"{url}/-/ready")

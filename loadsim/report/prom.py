@@ -11,9 +11,10 @@ import json
 import math
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+from loadsim.net import LOOPBACK_ONLY, Reach, opener
 
 Labels = dict[str, str]
 
@@ -30,9 +31,9 @@ class Series:
     points: list[tuple[float, float]]
 
 
-def _get(url: str, timeout: float) -> Any:
+def _get(url: str, timeout: float, reach: Reach) -> Any:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - http(s) URLs checked by the CLI
+        with opener(reach).open(url, timeout=timeout) as r:
             return json.loads(r.read())
     except urllib.error.HTTPError as e:
         body = e.read().decode("utf-8", "replace")[:300]
@@ -45,12 +46,14 @@ def _get(url: str, timeout: float) -> Any:
 class Prometheus:
     """Instant and range queries against one Prometheus."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, reach: Reach = LOOPBACK_ONLY) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.reach = reach
+        """Where its connections may go (checked at each one, redirects included)."""
 
     def _api(self, path: str, **params: str) -> Any:
-        body = _get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}", self.timeout)
+        body = _get(f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}", self.timeout, self.reach)
         if body.get("status") != "success":
             raise SourceError(f"{self.url}: {path} failed: {body.get('error')}")
         return body["data"]
@@ -80,23 +83,25 @@ class Prometheus:
 class Alertmanager:
     """The alerts, receivers and inhibitions an Alertmanager holds now."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, reach: Reach = LOOPBACK_ONLY) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.reach = reach
+        """Where its connections may go (checked at each one, redirects included)."""
 
     def alerts(self) -> list[dict[str, Any]]:
         """``GET /api/v2/alerts``: every alert with its state, receivers and inhibitors."""
-        result: list[dict[str, Any]] = _get(f"{self.url}/api/v2/alerts", self.timeout)
+        result: list[dict[str, Any]] = _get(f"{self.url}/api/v2/alerts", self.timeout, self.reach)
         return result
 
     def status(self) -> dict[str, Any]:
         """``GET /api/v2/status``: the loaded configuration among others."""
-        result: dict[str, Any] = _get(f"{self.url}/api/v2/status", self.timeout)
+        result: dict[str, Any] = _get(f"{self.url}/api/v2/status", self.timeout, self.reach)
         return result
 
     def receivers(self) -> list[str]:
         """The receivers the loaded configuration defines."""
-        return [r["name"] for r in _get(f"{self.url}/api/v2/receivers", self.timeout)]
+        return [r["name"] for r in _get(f"{self.url}/api/v2/receivers", self.timeout, self.reach)]
 
 
 def _float(text: str) -> float:

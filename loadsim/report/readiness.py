@@ -32,6 +32,8 @@ class Item:
     """``technical`` or ``operational``."""
     passed: bool
     evidence: str
+    checked: bool = True
+    """False when the item could not be checked (no drill file, no Alertmanager...): it scores 0, says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,12 @@ def drill_item(card: dict[str, Any] | None, source: str | None) -> Item:
     name = "Tabletop drill passed (>= 5/6)"
     if card is None:
         return Item(
-            "drill", name, "operational", passed=False, evidence="not checked: no drill file given (--drill FILE)"
+            "drill",
+            name,
+            "operational",
+            passed=False,
+            checked=False,
+            evidence="not checked: no drill file given (--drill FILE)",
         )
     score = int(card.get("score", 0))
     failed = [f"{p['number']}. {p['name']}" for p in card.get("phases", []) if not p.get("passed")]
@@ -177,7 +184,12 @@ def routing_item(routes: dict[str, str] | None, why_not: str = "") -> Item:
     name = "Alert routing working"
     if routes is None:
         return Item(
-            "routing", name, "operational", passed=False, evidence=f"not checked: {why_not or 'no Alertmanager given'}"
+            "routing",
+            name,
+            "operational",
+            passed=False,
+            checked=False,
+            evidence=f"not checked: {why_not or 'no Alertmanager given'}",
         )
     unrouted = sorted(a for a, r in routes.items() if not r)
     shown = ", ".join(f"{a} -> {r}" for a, r in sorted(routes.items()))
@@ -197,6 +209,7 @@ def runbook_item(urls: dict[str, str], root: str | None, present: set[str]) -> I
             name,
             "operational",
             passed=False,
+            checked=False,
             evidence="not checked: no runbook directory given (--runbooks DIR)",
         )
     missing = sorted(f"{alert} ({url})" for alert, url in urls.items() if url.split("#", 1)[0] not in present)
@@ -214,7 +227,12 @@ def dashboards_item(panels: dict[str, bool] | None, why_not: str = "") -> Item:
     name = "Dashboards accessible and answering"
     if panels is None:
         return Item(
-            "dashboards", name, "operational", passed=False, evidence=f"not checked: {why_not or 'no dashboards given'}"
+            "dashboards",
+            name,
+            "operational",
+            passed=False,
+            checked=False,
+            evidence=f"not checked: {why_not or 'no dashboards given'}",
         )
     empty = sorted(p for p, ok in panels.items() if not ok)
     if empty:

@@ -18,6 +18,8 @@ from typing import Any
 
 from jinja2 import Environment
 
+from loadsim.outputs import write_atomically
+from loadsim.redaction import redact
 from loadsim.report.document import Report, iso
 
 HTML = """<!DOCTYPE html>
@@ -119,7 +121,5 @@ def write(report: Report, plots: dict[str, str], out: Path) -> dict[str, Path]:
         "csv": (out / "series.csv", as_csv(report)),
     }
     for path, text in files.values():
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_atomically(path, redact(text))  # the source URL, an error's text: no credential
     return {k: p for k, (p, _) in files.items()}

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from loadsim.clock import Clock, wait_for
+from loadsim.net import LOOPBACK_ONLY, Reach, session
 from loadsim.rollout.policy import Fidelity, Reading
 
 QUERY_SECONDS = 5.0
@@ -51,9 +52,11 @@ def queries(fidelity: Fidelity, scale: float = 1.0) -> dict[str, str]:
 class LiveReader:
     """Reads the controller's inputs from a Prometheus at ``url``."""
 
-    def __init__(self, url: str, clock: Clock) -> None:
+    def __init__(self, url: str, clock: Clock, reach: Reach = LOOPBACK_ONLY) -> None:
         self.url = url.rstrip("/")
         self.clock = clock
+        self.reach = reach
+        """Where its connections may go (checked at each connection; see :class:`~loadsim.net.Reach`)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def read(self, fidelity: Fidelity, scale: float = 1.0) -> Reading:
@@ -77,7 +80,7 @@ class LiveReader:
     async def _query(self, expr: str) -> float | None:
         if self._session is None:
             # No library timeout: each query is bounded on loadsim's clock.
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._session = session(self.reach, timeout=aiohttp.ClientTimeout(total=None))
         get = self._session.get(f"{self.url}/api/v1/query", params={"query": expr})
         async with await wait_for(self.clock, get, QUERY_SECONDS) as r:
             body: dict[str, Any] = await r.json(content_type=None)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from loadsim.logs import http_server_logger
 from loadsim.net import ListenAddress
 
 
@@ -35,7 +36,9 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, logger=http_server_logger("metrics_server")
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, address.host, address.port, reuse_address=True)
         try:
@@ -56,7 +59,8 @@ class MetricsServer:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         if not self.serving():
-            return web.Response(status=503, text="metrics unavailable (metrics-missing overlay)\n")
+            why = "metrics unavailable (metrics-missing overlay, or no checkpoint yet)\n"
+            return web.Response(status=503, text=why)
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

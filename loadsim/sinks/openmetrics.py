@@ -23,6 +23,8 @@ from typing import IO, Any
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
+from loadsim.outputs import open_output
+
 Collect = Callable[[], Iterable[Metric]]
 """What one scrape reads: metric families, as a prometheus-client collector yields them."""
 
@@ -84,16 +86,14 @@ class OpenMetricsWriter:
 
     def finish(self) -> Path:
         """Join the families into ``path`` (written whole, then renamed into place) and clean up."""
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            with tmp.open("w", encoding="utf-8") as out:
+            with open_output(self.path) as out:
                 for name, part in self._files.items():
                     part.close()
                     out.write(self._headers[name])
                     with (self._dir / Path(part.name).name).open(encoding="utf-8") as src:
                         shutil.copyfileobj(src, out, 1 << 20)
                 out.write("# EOF\n")
-            tmp.replace(self.path)
         finally:
             self.discard()
         return self.path

@@ -17,16 +17,21 @@ it ends), not once per attempt.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import random
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, push_to_gateway
+from prometheus_client.exposition import delete_from_gateway, push_to_gateway
 
 from loadsim.clock import Clock
+from loadsim.net import LOOPBACK_ONLY, Reach, opener
+from loadsim.redaction import redact
 
 DEFAULT_JOB = "relay_synth"
 DEFAULT_INSTANCE = "loadsim"
@@ -44,8 +49,12 @@ class PushTarget:
     timeout: float = 5.0
     keep_group: bool = False
     """Leave the group on the Pushgateway at a clean exit (default: delete it)."""
+    shard: str | None = None
+    """A fleet's shard index: a grouping key of its own per shard, so shards never replace each other's group."""
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    reach: Reach = LOOPBACK_ONLY
+    """Where pushes may connect: loopback, unless the host was allowed by name (checked at every connection)."""
 
     @classmethod
     def parse(cls, url: str, **kwargs: Any) -> PushTarget:
@@ -69,17 +78,13 @@ class PushTarget:
 
     @property
     def grouping_key(self) -> dict[str, str]:
-        """The stable grouping key (besides the job)."""
-        return {"instance": self.instance}
+        """The stable grouping key (besides the job); a fleet's shards add their index."""
+        return {"instance": self.instance} if self.shard is None else {"instance": self.instance, "shard": self.shard}
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with its credentials masked (:func:`loadsim.redaction.redact`)."""
+    return redact(url)
 
 
 class Pusher:
@@ -107,8 +112,11 @@ class Pusher:
         self.failures = Counter("loadsim_push_failures", "Pushes that failed", registry=reg)
         self.pushes = Counter("loadsim_pushes", "Pushes that succeeded", registry=reg)
         self.last_success = Gauge("loadsim_push_last_success_unixtime", "Time of the last good push", registry=reg)
+        self._pushed = self._failed = 0
+        self._last_success = 0.0
         self._task: asyncio.Task[None] | None = None
         self._outage_since: float | None = None
+        self._last_ok: float | None = None
         self._failed_attempts = 0
         self._deleted = False
         self.backoff_cap = 30.0
@@ -116,12 +124,45 @@ class Pusher:
 
     def _handler(
         self, url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
-    ) -> Any:
-        if self.target.username is not None:
-            return basic_auth_handler(
-                url, method, timeout, headers, data, self.target.username, self.target.password or ""
-            )
-        return default_handler(url, method, timeout, headers, data)
+    ) -> Callable[[], None]:
+        """prometheus-client's handler contract, on an opener that checks each connection against the reach."""
+        target = self.target
+
+        def handle() -> None:
+            request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http(s) checked by parse
+            for name, value in headers:
+                request.add_header(name, value)
+            if target.username is not None:
+                pair = f"{target.username}:{target.password or ''}".encode()
+                request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode("ascii"))
+            with opener(target.reach).open(request, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise OSError(f"error talking to pushgateway: {response.status} {response.reason}")
+
+        return handle
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """For a checkpoint: the push counters, so a restarted run's continue (never backwards)."""
+        return {"pushes": self._pushed, "failures": self._failed, "last_success": self._last_success}, {}
+
+    def restore(self, part: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        """Put :meth:`snapshot` back (before the first push)."""
+        meta = part[0]
+        pushed, failed, last = int(meta["pushes"]), int(meta["failures"]), float(meta["last_success"])
+        if min(pushed, failed) < 0:
+            raise ValueError(f"push counters must be >= 0, got {pushed} and {failed}")
+        self._count(pushed, failed)
+        if last > 0:
+            self._last_success = last
+            self.last_success.set(last)
+
+    def _count(self, pushed: int = 0, failed: int = 0) -> None:
+        self._pushed += pushed
+        self._failed += failed
+        if pushed:
+            self.pushes.inc(pushed)
+        if failed:
+            self.failures.inc(failed)
 
     def push_now(self) -> None:
         """One blocking PUT of the whole registry (call it off the loop)."""
@@ -154,14 +195,16 @@ class Pusher:
                 await asyncio.to_thread(self.delete_now)
                 self._deleted = True
         except Exception as e:  # noqa: BLE001 - any failure of the push is an outage, never a crash
-            self.failures.inc()
+            self._count(failed=1)
             self._failed_attempts += 1
             if self._outage_since is None:
                 self._outage_since = self.clock.now()
                 self.log.warning("push.outage", url=self.target.url, error=_describe(e))
             return False
-        self.pushes.inc()
-        self.last_success.set(self.clock.wall())
+        self._count(pushed=1)
+        self._last_ok = self.clock.now()
+        self._last_success = self.clock.wall()
+        self.last_success.set(self._last_success)
         if self._outage_since is not None:
             self.log.info(
                 "push.recovered",
@@ -172,6 +215,15 @@ class Pusher:
             self._outage_since = None
             self._failed_attempts = 0
         return True
+
+    def status(self) -> tuple[bool, str]:
+        """For people (the live view): healthy or not, and since when."""
+        now = self.clock.now()
+        if self._outage_since is not None:
+            return False, f"failing for {now - self._outage_since:.0f}s ({self._failed_attempts} attempts)"
+        if self._last_ok is None:
+            return True, "starting"
+        return True, f"ok, last {now - self._last_ok:.0f}s ago"
 
     def next_delay(self) -> float:
         """The interval when healthy; capped exponential backoff with full jitter during an outage."""

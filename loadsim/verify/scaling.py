@@ -19,9 +19,27 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from loadsim.units import parse_duration
+from loadsim.files import MIB, read_text
+
+RULES_LIMIT = 16 * MIB
+"""Largest rule file read (the relay's are a few KiB)."""
 
 _RANGE = re.compile(r"\[((?:\d+(?:ms|[smhdwy]))+)\]")
+_PROM_PART = re.compile(r"(\d+)(ms|[smhdwy])")
+_PROM_WHOLE = re.compile(r"(?:\d+(?:ms|[smhdwy]))+")
+_PROM_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31_536_000.0}
+
+
+def prom_seconds(text: str) -> float:
+    """Seconds in a Prometheus duration (``5m``, ``1h30m``, ``2w``, ``1y``); ValueError otherwise."""
+    if text == "0":
+        return 0.0
+    if not _PROM_WHOLE.fullmatch(text):
+        msg = f"expected a Prometheus duration such as 5m, 1h30m or 2w, got {text!r}"
+        raise ValueError(msg)
+    return sum(int(n) * _PROM_UNIT[u] for n, u in _PROM_PART.findall(text))
+
+
 _FOR = re.compile(r"^(\s*for:\s*)(\S+)\s*$", re.MULTILINE)
 _INTERVAL = re.compile(r"^(\s*interval:\s*)(\S+)\s*$", re.MULTILINE)
 
@@ -40,10 +58,10 @@ def scale_rules(text: str, factor: float, *, min_range: float = 5.0, evaluation_
         raise ValueError(msg)
 
     def scaled_range(m: re.Match[str]) -> str:
-        return f"[{go_duration(max(parse_duration(m.group(1)) / factor, min_range))}]"
+        return f"[{go_duration(max(prom_seconds(m.group(1)) / factor, min_range))}]"
 
     def scaled_for(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{go_duration(parse_duration(m.group(2)) / factor)}"
+        return f"{m.group(1)}{go_duration(prom_seconds(m.group(2).strip(chr(34) + chr(39))) / factor)}"
 
     def scaled_interval(m: re.Match[str]) -> str:
         return f"{m.group(1)}{go_duration(evaluation_interval)}"
@@ -60,6 +78,6 @@ def write_scaled(sources: list[Path], out_dir: Path, factor: float, **kwargs: fl
     for src in sources:
         dest = out_dir / src.name
         header = f"# Time-scaled copy ({factor:g}x faster) of {src.name}, written by loadsim; do not edit.\n"
-        dest.write_text(header + scale_rules(src.read_text(encoding="utf-8"), factor, **kwargs), encoding="utf-8")
+        dest.write_text(header + scale_rules(read_text(src, RULES_LIMIT), factor, **kwargs), encoding="utf-8")
         written.append(dest)
     return written

@@ -1,7 +1,8 @@
 """Request serialisation: a :class:`Request` to make, and :class:`Wire`, which makes it HTTP/1.1 bytes.
 
 Requests carry ``Authorization: Bearer TOKEN`` when a token is given (read from an environment
-variable or a file by the CLI; it is never logged). :class:`Wire` holds what every request to
+variable or a file by the CLI; it is never logged), or HTTP Basic credentials taken from the
+target URL's userinfo. :class:`Wire` holds what every request to
 one target shares (``Host``, the path prefix, the token header) so each request adds only its
 path, its length and its body. JSON bodies are serialised with their long strings (attachment
 base64) spliced in as bytes, not serialised (:func:`_json_bytes`).
@@ -9,6 +10,7 @@ base64) spliced in as bytes, not serialised (:func:`_json_bytes`).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
@@ -31,7 +33,8 @@ class Request:
 class Wire:
     """Serialises requests to one target as HTTP/1.1 bytes (keep-alive, JSON bodies)."""
 
-    def __init__(self, target: str, token: str | None) -> None:
+    def __init__(self, target: str, token: str | None, *, basic: tuple[str, str] | None = None) -> None:
+        """``token`` goes out as ``Bearer``; ``basic`` (user, password) as HTTP Basic auth (not both)."""
         parts = urlsplit(target)
         host = parts.hostname or ""
         default_port = 443 if parts.scheme == "https" else 80
@@ -42,6 +45,9 @@ class Wire:
         authority = shown if self.port == default_port else f"{shown}:{self.port}"
         self.prefix = parts.path.rstrip("/")
         auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        if basic is not None and not token:
+            credentials = base64.b64encode(f"{basic[0]}:{basic[1]}".encode()).decode("ascii")
+            auth = f"Authorization: Basic {credentials}\r\n"
         self._common = (
             f"Host: {authority}\r\nUser-Agent: loadsim/{__version__}\r\n"
             f"Content-Type: application/json\r\nAccept: application/json\r\n{auth}Content-Length: "
