@@ -755,8 +755,17 @@ class Run:
     @classmethod
     def of(cls, generator: str, mode: str, rate: float | None, seconds: float, sup: Supervised, **kw: Any) -> Run:
         """A run with the CPU shares and wall time of its process."""
-        cpu = {"gen_cpu": sup.gen_cpu, "server_cpu": sup.server_cpu, "others_cpu": sup.others_cpu}
-        return cls(generator, mode, rate, seconds, wall=sup.wall, **cpu, **kw)
+        return cls(
+            generator,
+            mode,
+            rate,
+            seconds,
+            wall=sup.wall,
+            gen_cpu=sup.gen_cpu,
+            server_cpu=sup.server_cpu,
+            others_cpu=sup.others_cpu,
+            **kw,
+        )
 
     @property
     def rate(self) -> float:
@@ -1671,13 +1680,13 @@ def budget_seconds(args: argparse.Namespace) -> float:
     hold = HOLD_ATTEMPTS * (args.paced_seconds + RUN_MARGIN + 2 * (args.capacity_seconds + RUN_MARGIN) + 1.0)
     if args.self_test:
         pair = args.seconds + RUN_MARGIN + hold
-        return args.repeats * len(SELF_TEST) * pair + args.warmup_seconds + RUN_MARGIN + 120.0
+        return float(args.repeats * len(SELF_TEST) * pair + args.warmup_seconds + RUN_MARGIN + 120.0)
     # A round: each generator's max and paced runs, and one loadsim hold run (with its capacity runs) after
     # loadsim's max run.
     per_round = len(GENERATORS) * (args.seconds + args.paced_seconds + 2 * RUN_MARGIN)
     per_round += hold
     warm = len(GENERATORS) * (args.warmup_seconds + RUN_MARGIN)
-    return args.repeats * per_round + warm + 120.0
+    return float(args.repeats * per_round + warm + 120.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -2016,7 +2025,7 @@ def run_bench(args: argparse.Namespace, workdir: Path, children: Children) -> in
         warnings.append("no loadsim maximum to hold 90% of: the hold runs were not made")
     lm, nm, cm = maxed["loadsim"], maxed["naive"], maxed["locust"]
     vs_locust = ratio(lm.median, cm.median)
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "http_throughput",
         "environment": environment(server, args, locust_versions(args.locust_venv) if locust else {}),
         "config": {

@@ -198,15 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         stall = (float(seconds), float(at or 0.0))
     recorder = Recorder(stall)
     from loadsim.runtime import execute as runtime
-
-    build = runtime.build
+    from loadsim.runtime.factory import build
 
     def recorded_build(*a: Any, **kw: Any) -> Any:
         run = build(*a, **kw)
         recorder.attach(run.engine)
         return run
 
-    runtime.build = recorded_build  # type: ignore[assignment]
+    setattr(runtime, "build", recorded_build)  # noqa: B010 (execute's own name for it, replaced on purpose)
     if args.collapse_cost_us > 0:
         install_collapse(args.collapse_cost_us, args.collapse_late_ms, args.collapse_backlog)
     from loadsim.cli import main as loadsim_main
