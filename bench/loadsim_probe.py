@@ -34,6 +34,11 @@ each request cost the driver while it ran.
   request about 10% dearer), so a slow minute of the machine turns into a backlog that grows.
 * ``--stall SECONDS@AT``: at run time AT the event loop blocks for SECONDS (a driver that stops).
 
+With ``--series``, the file also says how many requests the collapse fault charged
+(``collapse_charged``, of ``collapse_seen`` started): the hold criterion's capacity
+runs (bench/http_throughput.py) show with it that a short run with a small in-flight
+cap is not "behind", so a driver that is dearer only when behind is not dearer there.
+
 Usage::
 
     python -m bench.loadsim_probe --series s.json -- run PROFILE --driver http --target URL ...
@@ -137,6 +142,10 @@ class Recorder:
             time.sleep(seconds)  # the driver stops: nothing runs on its loop meanwhile
 
 
+CHARGED = {"seen": 0, "charged": 0}
+"""Requests started, and those of them the collapse fault made dearer (written to ``--series``)."""
+
+
 def install_collapse(cost_us: float, late_ms: float, backlog: int) -> None:
     """Make every request the HTTP driver starts while behind cost ``cost_us`` more CPU.
 
@@ -153,7 +162,9 @@ def install_collapse(cost_us: float, late_ms: float, backlog: int) -> None:
         before = self._started
         original(self, due, first, end, now)
         n = self._started - before
+        CHARGED["seen"] += n
         if behind and n > 0:
+            CHARGED["charged"] += n
             stop = time.thread_time() + n * cost
             while time.thread_time() < stop:
                 pass
@@ -187,15 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         stall = (float(seconds), float(at or 0.0))
     recorder = Recorder(stall)
     from loadsim.runtime import execute as runtime
-
-    build = runtime.build
+    from loadsim.runtime.factory import build
 
     def recorded_build(*a: Any, **kw: Any) -> Any:
         run = build(*a, **kw)
         recorder.attach(run.engine)
         return run
 
-    runtime.build = recorded_build  # type: ignore[assignment]
+    setattr(runtime, "build", recorded_build)  # noqa: B010 (execute's own name for it, replaced on purpose)
     if args.collapse_cost_us > 0:
         install_collapse(args.collapse_cost_us, args.collapse_late_ms, args.collapse_backlog)
     from loadsim.cli import main as loadsim_main
@@ -210,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 "collapse_backlog": args.collapse_backlog,
             }
             faults["stall"] = args.stall
-            args.series.write_text(json.dumps({"faults": faults, "rows": recorder.rows}))
+            charged = {"collapse_seen": CHARGED["seen"], "collapse_charged": CHARGED["charged"]}
+            args.series.write_text(json.dumps({"faults": faults, **charged, "rows": recorder.rows}))
 
 
 if __name__ == "__main__":

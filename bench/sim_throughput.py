@@ -323,7 +323,8 @@ def draw_workload(n: int, rate: float, seed: int, params: ModelParams) -> Worklo
     rejected = np.where(rejected_cls, side.lognormal(np.log(att.rejected_size_p50_bytes), 0.3, n), 0.0)
 
     def per_built(mean: float) -> list[int]:
-        return np.where(built, side.poisson(mean, n), 0).tolist()
+        drawn: list[int] = np.where(built, side.poisson(mean, n), 0).tolist()
+        return drawn
 
     san = params.sanitization.means()
     oauth = params.oauth

@@ -54,7 +54,7 @@ def rss_mb() -> float:
 
 def profile(rate: float, hours: float) -> dict[str, object]:
     """A constant high rate with the seven seed overlays repeating every 7 virtual minutes."""
-    overlays = []
+    overlays: list[dict[str, object]] = []
     t = 60.0
     while t + 300 < hours * 3600:
         name = SEED_SCENARIOS[len(overlays) % len(SEED_SCENARIOS)]

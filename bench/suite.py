@@ -231,7 +231,12 @@ def http_hold_rows(r: dict[str, Any]) -> list[Headline]:
     c = hold.get("criterion") or {}
     finished, dropped = c.get("min_finished_over_target", 0.97), c.get("max_dropped_share", 0.01)
     p99_max = c.get("max_latency_from_intended_p99_s", 1.0)
-    if isinstance(finished, str):  # the criterion scaled by the room the machine left (bench/README.md)
+    if "bar" in c:  # judged against min(target, the driver's capacity beside the hold run) (bench/README.md)
+        target = (
+            f"finished >= {c.get('min_finished', '0.97 x bar')}, bar = min(target, capacity now); dropped <= "
+            f"{c.get('max_dropped_share', '')} (or caught up), no stall, p99 < {p99_max:g} s"
+        )
+    elif isinstance(finished, str):  # the criterion scaled by the room the machine left (bench/README.md)
         target = f">= 0.95 x room finished, dropped <= 1 - 0.97 x room (or caught up), no stall, p99 < {p99_max:g} s"
     else:
         target = f">= {finished:g} achieved, <= {dropped:.0%} dropped, p99 < {p99_max:g} s"
@@ -246,7 +251,7 @@ def http_hold_rows(r: dict[str, Any]) -> list[Headline]:
         value += f", p99 {p99 * 1e3:,.0f} ms"
     room = _num(hold.get("room_min"))
     if room is not None and room < 1:
-        value += f", room >= {room:.2f}"
+        value += f", bar >= {room:.2f} x target"
     if (hold.get("runs") or 0) > 1 and hold.get("runs_held") != hold.get("runs"):
         value += f" (held in {hold.get('runs_held')} of {hold.get('runs')} runs)"
     return [row("http_throughput", figure, value, target, dig(r, "targets", "met_hold"))]
