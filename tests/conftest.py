@@ -280,3 +280,15 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{name} is not installed; scripts/setup-stack.sh should have installed it")
         pytest.skip(f"{name} is not installed (run scripts/setup-stack.sh)")
     return path
+
+
+def require_stack() -> None:
+    """The Prometheus stack's binaries (``loadsim.testing.Binaries``); fail when missing on CI, skip elsewhere."""
+    from loadsim.testing import Binaries, BinaryNotFoundError
+
+    try:
+        Binaries.find()
+    except BinaryNotFoundError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"{e} (CI must run scripts/setup-stack.sh)")
+        pytest.skip(str(e))

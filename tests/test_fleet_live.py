@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from conftest import require_stack
 
 from loadsim.arrivals import ArrivalKind
 from loadsim.engine.seeds import RunRandom
@@ -43,7 +44,7 @@ from loadsim.overlays.scenarios import ALL_ALERTS, ERR_CRIT, ERR_WARN
 from loadsim.plan import build_plan
 from loadsim.profile import parse_profile
 from loadsim.shard import Shard, ShardArrivals
-from loadsim.testing import Binaries, BinaryNotFoundError, Stack
+from loadsim.testing import Stack
 
 T = TypeVar("T")
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
@@ -72,15 +73,6 @@ def fleet_profile() -> str:
     text = text.replace('start = "20m"\nduration = "15m"', overlay)
     assert f'start = "{OVERLAY_START:g}s"' in text
     return text + '\n[model.latency]\ntimeout = "5s"\n'
-
-
-def require_stack() -> None:
-    try:
-        Binaries.find()
-    except BinaryNotFoundError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e} (CI must run scripts/setup-stack.sh)")
-        pytest.skip(str(e))
 
 
 class Pod:

@@ -29,13 +29,13 @@ from typing import Any
 import pytest
 import xmlschema
 import yaml
-from conftest import require_binary
+from conftest import require_binary, require_stack
 from github_actions import ActionRun, jobs_for, load_workflow, run_workflow_step, workflow_step
 
 from loadsim import errors
 from loadsim.cli import build_parser, main
 from loadsim.overlays.scenarios import ALL_ALERTS, ERR_CRIT, LAT_CRIT, SCENARIOS
-from loadsim.testing import Binaries, BinaryNotFoundError, Stack
+from loadsim.testing import Stack
 from loadsim.thresholds import EXIT_THRESHOLDS
 from loadsim.verify.matrix import default_cases
 
@@ -302,15 +302,6 @@ def test_the_verify_step_reports_every_row_and_a_broken_alert_turns_exactly_its_
     assert {"rules-1/latency-crit.test.yml", "rules-2/latency-crit.test.yml"} <= kept
     assert "### loadsim verify: failed (exit 1)" in run.summary
     assert "FAIL latency-crit" in run.summary
-
-
-def require_stack() -> None:
-    try:
-        Binaries.find()
-    except BinaryNotFoundError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e} (CI must run scripts/setup-stack.sh)")
-        pytest.skip(str(e))
 
 
 @dataclass

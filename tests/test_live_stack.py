@@ -40,7 +40,6 @@ Why these numbers (see also ``loadsim.verify.scaling``):
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -53,11 +52,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from conftest import require_stack
 
 from loadsim.model.catalog import STRUCTURED_CODES
 from loadsim.model.params import SanitizationParams, default_error_probabilities
 from loadsim.overlays.scenarios import ALL_ALERTS, ERR_CRIT, ERR_WARN
-from loadsim.testing import Binaries, BinaryNotFoundError, Stack, WebhookReceiver, wait_until
+from loadsim.testing import Stack, WebhookReceiver, wait_until
 
 T = TypeVar("T")
 
@@ -101,15 +101,6 @@ start = "{overlay_start:g}s"
 duration = "{overlay_duration:g}s"
 options = {{ ratio = {INCIDENT_RATIO} }}
 """
-
-
-def require_stack() -> None:
-    try:
-        Binaries.find()
-    except BinaryNotFoundError as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"{e} (CI must run scripts/setup-stack.sh)")
-        pytest.skip(str(e))
 
 
 class Loadsim:

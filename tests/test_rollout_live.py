@@ -17,16 +17,15 @@ sends/s puts about 1,000 sends in each 5 s window.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import loadsim_process
+from conftest import loadsim_process, require_stack
 
-from loadsim.testing import Binaries, BinaryNotFoundError, Stack
+from loadsim.testing import Stack
 
 PROFILE = """
 name = "rollout-live"
@@ -54,15 +53,6 @@ scenario = "latency-crit"
 start = "31s"
 duration = "40s"
 """
-
-
-def require_stack() -> None:
-    try:
-        Binaries.find()
-    except BinaryNotFoundError as e:
-        if os.environ.get("CI"):
-            pytest.fail(str(e))
-        pytest.skip(str(e))
 
 
 @pytest.mark.stack
