@@ -138,8 +138,8 @@ def _verify_args(sub: Any) -> None:
         action="append",
         type=Path,
         metavar="FILE",
-        help="rule files evaluated together, one rule set; repeat for more sets "
-        "(default: the relay's recording rules with each of its two alert files)",
+        help="rule files evaluated together, one rule set, their groups in the order given (recording rules "
+        "first); repeat for more sets (default: the relay's recording rules with each of its two alert files)",
     )
     verify.add_argument("--scenario", action="append", default=[], metavar="NAME", help="only these scenarios")
     verify.add_argument("--background-hours", type=float, default=48.0, help="length of the background-only run")
