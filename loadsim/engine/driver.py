@@ -54,6 +54,9 @@ class Counts:
     """Sends given up without an outcome (requests out when a killed run's checkpoint was taken)."""
     behind: int = 0
     """Arrivals not started because they came due too long ago (the machine fell behind), never queued."""
+    missed: int = 0
+    """Arrivals a killed run had been handed but not started when its checkpoint was taken: a restart never
+    starts them, and they are not among those the engine counts missed (their time is before its resume point)."""
 
 
 NO_COUNTS = Counts()

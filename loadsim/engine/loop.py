@@ -296,6 +296,9 @@ class Engine:
         h.completed.inc(counts.completed)
         if counts.abandoned:
             h.abandoned.inc(counts.abandoned)
+        if counts.missed:
+            c.missed += counts.missed
+            h.missed.inc(counts.missed)
         h.in_flight.set(self.driver.in_flight())
 
     async def run(self) -> RunResult:
