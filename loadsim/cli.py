@@ -199,7 +199,11 @@ def _report_args(sub: Any) -> None:
         help="window start: ISO time or now-DURATION, e.g. now-24h (with --prometheus)",
     )
     report.add_argument(
-        "--to", dest="end", default="now", metavar="TIME", help="window end: ISO time, now (default) or now-DURATION"
+        "--to",
+        dest="end",
+        default="now",
+        metavar="TIME",
+        help="window end: ISO time, now (default) or now-DURATION; with --run, when the run ends",
     )
     for option, what in (
         ("--duration", "run length (with --run)"),
@@ -859,7 +863,7 @@ def _input_problems(option: str, paths: Sequence[Path]) -> list[Problem]:
 def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
     """With ``--run``: the plan of the run to report on (None otherwise); ``--run``'s options checked."""
     from loadsim.report.backfill import plan_ending_at
-    from loadsim.report.own import binaries
+    from loadsim.report.own import RETENTION, binaries
     from loadsim.report.prom import SourceError
 
     if args.run is None:
@@ -871,7 +875,21 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
         overrides = Overrides(
             duration=args.duration, rate=args.rate, seed=args.seed, overlays=tuple(args.overlay or ())
         )
-        plan = plan_ending_at(apply_overrides(profile, overrides), time.time(), args.run or "embedded default")
+        profile = apply_overrides(profile, overrides)
+        # The run ends at --to (default now): a profile's daily curve follows the clock, so a fixed --to
+        # gives the same run, series and report at any time of day.
+        found: list[Problem] = []
+        end = _when("--to", args.end, found)
+        now = time.time()
+        if not found and end > now + 1.0:
+            found.append(Problem("--to", "", f"with --run, the run must have ended by now; got {args.end!r}"))
+        elif not found and end - profile.duration < now - RETENTION:
+            what = f"with --run, the run must start within the last {RETENTION / 86400:.0f} days"
+            found.append(Problem("--to", "", f"{what} (the private Prometheus keeps no more); got {args.end!r}"))
+        if found:
+            problems += found
+            return None
+        plan = plan_ending_at(profile, end, args.run or "embedded default")
         binaries()
     except ConfigError as e:
         problems += e.problems

@@ -201,6 +201,34 @@ class TestBadInput:
             "2026-11-30T12:00:00Z, got 'now-a-day'"
         )
 
+    @pytest.mark.parametrize(
+        ("to", "expected"),
+        [
+            ("now-1h", None),  # accepted: the problem left is the output path
+            (
+                "2099-01-01T00:00:00Z",
+                "loadsim: --to: with --run, the run must have ended by now; got '2099-01-01T00:00:00Z'",
+            ),
+            (
+                "2000-01-01T00:00:00Z",
+                (
+                    "loadsim: --to: with --run, the run must start within the last 3650 days (the private "
+                    "Prometheus keeps no more); got '2000-01-01T00:00:00Z'"
+                ),
+            ),
+        ],
+    )
+    def test_a_run_ends_at_to_which_must_be_past_and_kept(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], to: str, expected: str | None
+    ) -> None:
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        code = main(["report", "--run", "--duration", "1h", "--to", to, "--out", str(blocker / "out")])
+        assert code == 2
+        err = capsys.readouterr().err.splitlines()
+        assert any(line.startswith("loadsim: --out: ") for line in err), err
+        assert (expected in err) if expected else not any("--to" in line for line in err), err
+
     def test_a_missing_drill_file_and_an_unwritable_output(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -233,10 +261,15 @@ def test_a_run_of_its_own_is_reported_through_a_private_prometheus(tmp_path: Pat
     """``--run``: the run backfilled into a Prometheus of its own, then the same report."""
     require("promtool")
     out = tmp_path / "own"
-    code = main(["report", "--run", str(PROFILES / "realistic.toml"), "--duration", "3h", "--out", str(out)])
+    # A fixed end: the profile's daily curve follows the clock, so "now" made this a different run at each
+    # time of day (ending at 00:00 UTC, healthy traffic at the 1.2/s trough had an error-rate P95 of 1.06%).
+    end = "2026-11-25T18:00:00Z"  # a Wednesday, the three hours before the day's end of business
+    argv = ["report", "--run", str(PROFILES / "realistic.toml"), "--duration", "3h", "--to", end, "--out", str(out)]
+    code = main(argv)
     data = json.loads((out / "report.json").read_text())
     assert code == (0 if data["readiness"]["go"] else 3)
     assert data["source"] == "loadsim run realistic, seed 1"
+    assert data["window"]["end"] == datetime(2026, 11, 25, 18, tzinfo=UTC).timestamp()
     assert data["window"]["end"] - data["window"]["start"] == 3 * 3600
     assert data["readiness"]["technical"] == 6  # healthy traffic
     assert data["figures"]["sends"] > 10_000

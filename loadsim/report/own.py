@@ -27,6 +27,8 @@ from loadsim.report.backfill import Backfilled, backfill
 from loadsim.report.prom import SourceError
 
 READY_SECONDS = 60.0
+RETENTION = 3650 * 86400.0
+"""How far back the private Prometheus keeps samples: a run reported on must start within it."""
 
 
 def _free_port() -> int:
@@ -67,7 +69,7 @@ def served(plan: RunPlan) -> Iterator[tuple[str, Backfilled]]:
             prometheus,
             f"--config.file={root / 'prometheus.yml'}",
             f"--storage.tsdb.path={root / 'tsdb'}",
-            "--storage.tsdb.retention.time=3650d",
+            f"--storage.tsdb.retention.time={RETENTION:.0f}s",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
         with (root / "prometheus.log").open("wb") as log:
