@@ -174,7 +174,7 @@ def _backfill_args(sub: Any) -> None:
         "--end",
         default="now",
         metavar="TIME",
-        help="when the run ends: now (default) or an ISO time such as 2026-11-30T12:00:00Z",
+        help="when the run ends: now (default), now-DURATION or an ISO time such as 2026-11-30T12:00:00Z",
     )
 
 
@@ -755,15 +755,7 @@ def _backfill(args: argparse.Namespace) -> int:
     profile, source = _load(args)
     problems: list[Problem] = []
     interval = positive_option("--scrape-interval", args.scrape_interval, parse_duration, problems) or 15.0
-    end = time.time()
-    if args.end != "now":
-        try:
-            moment = datetime.fromisoformat(args.end)
-            end = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-        except ValueError:
-            problems.append(
-                Problem("--end", "", f"expected now or an ISO time such as 2026-11-30T12:00:00Z, got {args.end!r}")
-            )
+    end = _run_end("--end", args.end, profile.duration, problems)
     if problems:
         raise ConfigError(problems)
     _check_output(args.out, "--out")
@@ -797,6 +789,16 @@ def _when(option: str, text: str, problems: list[Problem]) -> float:
         problems.append(Problem(option, "", expected))
         return 0.0
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _run_end(option: str, text: str, duration: float, problems: list[Problem]) -> float:
+    """When a run placed on the calendar ends (``now``, ``now-DURATION`` or an ISO time); it must start after 1970."""
+    found: list[Problem] = []
+    end = _when(option, text, found)
+    if not found and end - duration < 0:
+        found.append(Problem(option, "", f"the run would start before 1970-01-01 (Unix time 0); got {text!r}"))
+    problems += found
+    return end
 
 
 def _report_inputs(args: argparse.Namespace, problems: list[Problem]) -> Any:
@@ -879,7 +881,7 @@ def _report_run(args: argparse.Namespace, problems: list[Problem]) -> Any:
         # The run ends at --to (default now): a profile's daily curve follows the clock, so a fixed --to
         # gives the same run, series and report at any time of day.
         found: list[Problem] = []
-        end = _when("--to", args.end, found)
+        end = _run_end("--to", args.end, profile.duration, found)
         now = time.time()
         if not found and end > now + 1.0:
             found.append(Problem("--to", "", f"with --run, the run must have ended by now; got {args.end!r}"))

@@ -55,6 +55,31 @@ def test_the_file_is_openmetrics_with_families_apart_and_growing_timestamps(tmp_
     assert stamps[-1] - stamps[0] == HOUR
 
 
+@pytest.mark.parametrize(
+    ("end", "error"),
+    [
+        ("0001-01-01T00:00:00Z", "the run would start before 1970-01-01 (Unix time 0); got '0001-01-01T00:00:00Z'"),
+        ("1970-01-01T00:30:00Z", "the run would start before 1970-01-01 (Unix time 0); got '1970-01-01T00:30:00Z'"),
+        ("yesterday", "expected now, now-DURATION such as now-24h, or an ISO time such as 2026-11-30T12:00:00Z"),
+    ],
+)
+def test_an_end_the_run_cannot_have_is_refused_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], end: str, error: str
+) -> None:
+    out = tmp_path / "relay.om"
+    assert main(["backfill", "--duration", "1h", "--out", str(out), "--end", end]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"loadsim: --end: {error}"), line
+    assert not out.exists()
+
+
+def test_an_end_relative_to_now(tmp_path: Path) -> None:
+    out = tmp_path / "relay.om"
+    assert main(["backfill", "--duration", "10m", "--rate", "1/s", "--out", str(out), "--end", "now-2h"]) == 0
+    stamps = [float(line.rsplit(" ", 1)[1]) for line in out.read_text().splitlines() if not line.startswith("#")]
+    assert abs(max(stamps) - (datetime.now(UTC).timestamp() - 2 * HOUR)) < 60
+
+
 @pytest.mark.stack
 def test_a_real_prometheus_on_the_blocks_answers_what_the_run_counted(tmp_path: Path) -> None:
     promtool = require("promtool")
