@@ -14,7 +14,10 @@ stack. What the runner does for a composite action step is repeated here:
   ``GITHUB_STEP_SUMMARY``, ``RUNNER_TEMP``, ``GITHUB_WORKSPACE`` and ``CI=true``;
 * what a step writes to ``GITHUB_OUTPUT`` becomes ``steps.<id>.outputs``,
   ``GITHUB_PATH`` and ``GITHUB_ENV`` reach the later steps, and the action's
-  ``outputs:`` are evaluated at the end.
+  ``outputs:`` are evaluated at the end;
+* a cancelled run (``cancel`` set while a step runs) is stopped as the runner's
+  ``ProcessInvoker`` stops it: SIGINT to the step's shell alone, SIGTERM 7.5 s later,
+  a kill 2.5 s after that; the step records which one ended it, and no later step runs.
 
 Expressions are a strict subset of GitHub's language (literals, context paths,
 ``==`` ``!=`` ``&&`` ``||`` ``!``, parentheses and the status functions), with
@@ -28,10 +31,15 @@ What is not run: ``uses:`` steps of other actions (``actions/checkout``,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import signal
 import subprocess
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,6 +237,10 @@ class StepRun:
     code: int | None = None
     stdout: str = ""
     stderr: str = ""
+    ended_by: str | None = None
+    """On a cancelled run: the runner's signal the shell ended after (SIGINT, SIGTERM or kill)."""
+    cancel_seconds: float | None = None
+    """On a cancelled run: from the SIGINT to the shell's exit."""
 
 
 @dataclass
@@ -288,6 +300,7 @@ def run_action(
     runner_temp: Path,
     path: Sequence[Path] = (),
     timeout: float = 300.0,
+    cancel: threading.Event | None = None,
 ) -> ActionRun:
     """Run a composite action's steps in ``workspace``; ``path`` comes first on PATH (what setup-python adds)."""
     meta = yaml.safe_load((action_dir / "action.yml").read_text(encoding="utf-8"))
@@ -343,25 +356,80 @@ def run_action(
             **{k: str(v) for k, v in files.items()},
             **{k: interpolate(str(v), contexts) for k, v in (step.get("env") or {}).items()},
         }
-        proc = subprocess.run(
-            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-            cwd=workspace,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        runs.append(StepRun(name, ran=True, code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr))
+        if cancel is not None and cancel.is_set():
+            runs.append(StepRun(name, ran=False))
+            continue
+        runs.append(_run_step(name, script, workspace, env, timeout=timeout, cancel=cancel))
+        proc = runs[-1]
         if "id" in step:
-            outcome = "success" if proc.returncode == 0 else "failure"
+            outcome = "success" if proc.code == 0 else "failure"
             steps[step["id"]] = {"outputs": _read_outputs(files["GITHUB_OUTPUT"]), "outcome": outcome}
         search_path = [*files["GITHUB_PATH"].read_text(encoding="utf-8").split(), *search_path]
         exported.update(_read_outputs(files["GITHUB_ENV"]))
         summary.append(files["GITHUB_STEP_SUMMARY"].read_text(encoding="utf-8"))
-        failed = failed or proc.returncode != 0
+        failed = failed or proc.code != 0
     outputs = {name: interpolate(str(spec["value"]), contexts) for name, spec in (meta.get("outputs") or {}).items()}
     return ActionRun(runs, outputs, "".join(summary), inputs)
+
+
+CANCEL_SEQUENCE = ((signal.SIGINT, 7.5), (signal.SIGTERM, 2.5))
+"""What the runner sends a cancelled step's shell, and how long it waits after each (ProcessInvoker.cs)."""
+
+
+def _run_step(
+    name: str, script: Path, workspace: Path, env: dict[str, str], *, timeout: float, cancel: threading.Event | None
+) -> StepRun:
+    """One ``run:`` script in bash; stopped as the runner stops it when ``cancel`` is set."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workspace,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        ended_by, cancel_seconds = None, None
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                if cancel is not None and cancel.is_set():
+                    ended_by, cancel_seconds = _cancel(proc)
+                    break
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return StepRun(
+            name,
+            ran=True,
+            code=proc.returncode,
+            stdout=out.read(),
+            stderr=err.read(),
+            ended_by=ended_by,
+            cancel_seconds=cancel_seconds,
+        )
+
+
+def _cancel(proc: subprocess.Popen[str]) -> tuple[str, float]:
+    """The runner's cancellation of one process (not its group): each signal, a wait, then a kill."""
+    started = time.monotonic()
+    for sig, wait in CANCEL_SEQUENCE:
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+        return sig.name, time.monotonic() - started
+    proc.kill()
+    proc.wait()
+    return "kill", time.monotonic() - started
 
 
 def run_workflow_step(
@@ -376,6 +444,7 @@ def run_workflow_step(
     overrides: Mapping[str, str] | None = None,
     path: Sequence[Path] = (),
     timeout: float = 300.0,
+    cancel: threading.Event | None = None,
 ) -> ActionRun:
     """A workflow's ``uses: ./...`` step: its ``with:`` evaluated in the workflow's contexts, then the action run.
 
@@ -394,7 +463,9 @@ def run_workflow_step(
     }
     with_ = {k: interpolate(str(v), contexts) for k, v in (step.get("with") or {}).items()}
     with_.update(overrides or {})
-    return run_action(workspace / uses, with_, workspace=workspace, runner_temp=runner_temp, path=path, timeout=timeout)
+    return run_action(
+        workspace / uses, with_, workspace=workspace, runner_temp=runner_temp, path=path, timeout=timeout, cancel=cancel
+    )
 
 
 def workflow_step(workflow: Mapping[str, Any], job: str, name: str) -> dict[str, Any]:

@@ -14,8 +14,10 @@ plugin's ``junit-10.xsd`` (``tests/data``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -407,6 +409,64 @@ def test_the_scenario_step_pushes_and_the_time_scaled_critical_fires(
     properties = {p["@name"]: p["@value"] for p in suite["properties"][0]["property"]}
     assert properties["decision"] == "NO-GO"
     print(f"\nscenario step {took:.1f}s, critical firing {fired_after:.1f}s after the step started")
+
+
+def processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            if text in cmdline:
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.stack
+def test_a_cancelled_scenario_step_stops_loadsim_and_deletes_its_group(
+    workflow: dict[str, Any], caller_repo: Path, tmp_path: Path, stack: Stack
+) -> None:
+    """Cancelling the job: the runner signals the step's shell alone (SIGINT, SIGTERM 7.5 s later, then a kill).
+
+    Before the action passed the signal on, bash held the SIGINT until loadsim ended (never, for
+    15 minutes), died of the SIGTERM, and left loadsim orphaned and still pushing: the group
+    stayed on the Pushgateway with the fault's figures, for the team's alerts to read.
+    """
+    cancel = threading.Event()
+    scenario = in_background(
+        step=workflow_step(workflow, "scenario", "Drive scenario"),
+        workspace=caller_repo, runner_temp=tmp_path / "runner", event_name="workflow_dispatch",
+        inputs={"scenario": "error-rate-crit", "duration": "15m"},
+        variables={"PUSHGATEWAY_URL": stack.pushgateway.url},
+        overrides={"args": "--push-interval 1s"},
+        path=[BIN], timeout=60, cancel=cancel,
+    )  # fmt: skip
+
+    def pushed() -> list[dict[str, Any]]:
+        return [g for g in stack.pushgateway_groups() if g["labels"].get("job") == "relay_synth"]
+
+    try:
+        stack.wait_until(pushed, timeout=20, interval=0.5, what="the pushed group")
+        cancel.set()
+        run = scenario.join(timeout=30)
+        orphans = processes_naming(f"--pushgateway {stack.pushgateway.url}")
+    finally:
+        cancel.set()
+        for pid in processes_naming(f"--pushgateway {stack.pushgateway.url}"):  # an orphan: never past the test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    step = run.steps[-1]
+    assert step.name == "Run loadsim"
+    assert step.ended_by == "SIGINT", (step.ended_by, step.stderr[-2000:])
+    assert step.cancel_seconds is not None
+    assert step.cancel_seconds < 5
+    assert pushed() == []  # its last push, then its group deleted
+    assert orphans == []  # nothing left to push again
+    assert run.outputs["exit-code"] == str(step.code)  # the shell's bookkeeping ran, with loadsim's code
+    print(f"\ncancelled: the step ended {step.cancel_seconds:.2f}s after the SIGINT, exit {step.code}")
 
 
 @pytest.fixture(scope="module")
