@@ -692,19 +692,18 @@ def _scenario(args: argparse.Namespace) -> int:
     return _execute(args, profile, f"scenario {args.name}")
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from loadsim.junit import write as write_junit
+def _verify_problems(args: argparse.Namespace, rule_sets: Sequence[Sequence[Path]]) -> list[Problem]:
+    """Everything wrong with ``loadsim verify``'s options and files, found before any run."""
     from loadsim.overlays.scenarios import SCENARIOS
-    from loadsim.verify.junit import suite as junit_suite
-    from loadsim.verify.matrix import default_cases, default_rule_sets, render, run_matrix
-    from loadsim.verify.promtool import PromtoolError, find_promtool
+    from loadsim.verify.promtool import PromtoolError, find_promtool, rule_file_problems
 
     problems = [
         Problem("--scenario", "", f"unknown scenario {n!r}; expected one of: {', '.join(SCENARIOS)}")
         for n in args.scenario
         if n not in SCENARIOS
     ]
-    problems += _input_problems("--rules", [p for group in args.rules or [] for p in group])
+    unreadable = _input_problems("--rules", [p for group in args.rules or [] for p in group])
+    problems += unreadable
     if not 0 < args.background_hours <= MAX_SECONDS / 3600:  # also refuses nan
         why = f"must be > 0 and <= {MAX_SECONDS / 3600:g}, got {args.background_hours:g}"
         problems.append(Problem("--background-hours", "", why))
@@ -714,12 +713,26 @@ def _verify(args: argparse.Namespace) -> int:
         find_promtool()
     except PromtoolError as e:
         problems.append(Problem("promtool", "", str(e)))
+    else:
+        if not unreadable:  # every file there and readable: promtool says whether it is a rule file
+            for path, why in rule_file_problems([p for rules in rule_sets for p in rules]).items():
+                problems.append(Problem("--rules", "", f"{path}: {why}; expected a Prometheus rule file"))
     _check_output(args.junit, "--junit", problems)
+    return problems
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from loadsim.junit import write as write_junit
+    from loadsim.verify.junit import suite as junit_suite
+    from loadsim.verify.matrix import default_cases, default_rule_sets, render, run_matrix
+    from loadsim.verify.promtool import PromtoolError
+
+    rule_sets = [list(group) for group in args.rules] if args.rules else default_rule_sets()
+    problems = _verify_problems(args, rule_sets)
     if problems:
         raise ConfigError(problems)
     if args.export is not None:
         args.export.mkdir(parents=True, exist_ok=True)
-    rule_sets = [list(group) for group in args.rules] if args.rules else default_rule_sets()
     cases = default_cases(args.background_hours, args.scenario or None)
     started = time.monotonic()
     failed = False

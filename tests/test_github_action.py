@@ -326,6 +326,31 @@ def in_background(**kwargs: Any) -> Background:
     return Background(thread, result)
 
 
+def scenario_step(
+    workflow: dict[str, Any],
+    repo: Path,
+    tmp_path: Path,
+    stack: Stack,
+    *,
+    duration: str,
+    overrides: dict[str, str],
+    **kwargs: Any,
+) -> Background:
+    """The workflow's scenario job, dispatched for error-rate-crit against the stack's Pushgateway."""
+    return in_background(
+        step=workflow_step(workflow, "scenario", "Drive scenario"),
+        workspace=repo, runner_temp=tmp_path / "runner", event_name="workflow_dispatch",
+        inputs={"scenario": "error-rate-crit", "duration": duration},
+        variables={"PUSHGATEWAY_URL": stack.pushgateway.url},
+        overrides=overrides, path=[BIN], **{"timeout": 60, **kwargs},
+    )  # fmt: skip
+
+
+def relay_synth_groups(stack: Stack) -> list[dict[str, Any]]:
+    """The groups the scenario step pushed."""
+    return [g for g in stack.pushgateway_groups() if g["labels"].get("job") == "relay_synth"]
+
+
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     require_stack()
@@ -357,17 +382,11 @@ def test_the_scenario_step_pushes_and_the_time_scaled_critical_fires(
     with one JUnit case per readiness item.
     """
     started = time.time()
-    scenario = in_background(
-        step=workflow_step(workflow, "scenario", "Drive scenario"),
-        workspace=caller_repo, runner_temp=tmp_path / "runner", event_name="workflow_dispatch",
-        inputs={"scenario": "error-rate-crit", "duration": "60s"},
-        variables={"PUSHGATEWAY_URL": stack.pushgateway.url},
-        overrides={"rate": "3000/s", "args": "--push-interval 1s --grace 1s"},
-        path=[BIN], timeout=120,
-    )  # fmt: skip
+    overrides = {"rate": "3000/s", "args": "--push-interval 1s --grace 1s"}
+    scenario = scenario_step(workflow, caller_repo, tmp_path, stack, duration="60s", overrides=overrides, timeout=120)
 
     def pushed() -> list[dict[str, Any]]:
-        return [g for g in stack.pushgateway_groups() if g["labels"].get("job") == "relay_synth"]
+        return relay_synth_groups(stack)
 
     groups = stack.wait_until(pushed, timeout=20, interval=0.5, what="the pushed group")
     assert [g["labels"] for g in groups] == [{"job": "relay_synth", "instance": "loadsim"}]
@@ -436,17 +455,11 @@ def test_a_cancelled_scenario_step_stops_loadsim_and_deletes_its_group(
     stayed on the Pushgateway with the fault's figures, for the team's alerts to read.
     """
     cancel = threading.Event()
-    scenario = in_background(
-        step=workflow_step(workflow, "scenario", "Drive scenario"),
-        workspace=caller_repo, runner_temp=tmp_path / "runner", event_name="workflow_dispatch",
-        inputs={"scenario": "error-rate-crit", "duration": "15m"},
-        variables={"PUSHGATEWAY_URL": stack.pushgateway.url},
-        overrides={"args": "--push-interval 1s"},
-        path=[BIN], timeout=60, cancel=cancel,
-    )  # fmt: skip
+    overrides = {"args": "--push-interval 1s"}
+    scenario = scenario_step(workflow, caller_repo, tmp_path, stack, duration="15m", overrides=overrides, cancel=cancel)
 
     def pushed() -> list[dict[str, Any]]:
-        return [g for g in stack.pushgateway_groups() if g["labels"].get("job") == "relay_synth"]
+        return relay_synth_groups(stack)
 
     try:
         stack.wait_until(pushed, timeout=20, interval=0.5, what="the pushed group")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loadsim.cli import main
 from loadsim.overlays.scenarios import SCENARIOS
 from loadsim.relayconfig import RELAY_CONFIG
 from loadsim.verify.matrix import Case, default_cases, default_rule_sets, run_matrix
@@ -152,6 +153,31 @@ def test_default_rule_sets_exist():
     for rules in default_rule_sets():
         for p in rules:
             assert Path(p).is_file(), p
+
+
+class TestRuleFilesCheckedFirst:
+    """A file promtool refuses is refused before any run, in promtool's own words (it was a traceback or exit 4)."""
+
+    @pytest.mark.parametrize(
+        ("text", "why"),
+        [
+            ("groups:\n- name: [oops\n", "yaml: line 1: did not find expected"),
+            ("- a list\n", "cannot unmarshal !!seq"),
+            ("groups:\n- rules: []\n", "Groupname must not be empty"),
+            ("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: rate(x[5m]\n", "unclosed left parenthesis"),
+        ],
+    )
+    @pytest.mark.usefixtures("promtool")
+    def test_a_file_promtool_refuses(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, why: str
+    ) -> None:
+        bad = tmp_path / "bad.yml"
+        bad.write_text(text)
+        assert main(["verify", "--rules", str(RECORDING), str(bad), "--scenario", "latency-crit"]) == 2
+        [line] = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"loadsim: --rules: {bad}: "), line
+        assert why in line
+        assert line.endswith("; expected a Prometheus rule file")
 
 
 class TestGroupOrder:

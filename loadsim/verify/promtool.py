@@ -139,6 +139,27 @@ class PromtoolCase:
         }
 
 
+def rule_file_problems(rule_files: Sequence[Path], promtool: str | None = None) -> dict[Path, str]:
+    """What ``promtool check rules`` finds wrong with each file, checked before a run (empty when all are fine).
+
+    The file's own words from promtool (its YAML error, the empty group name, the PromQL
+    that does not parse), on one line, so a bad file is refused up front instead of
+    failing the matrix after its runs.
+    """
+    tool = promtool or find_promtool()
+    out: dict[Path, str] = {}
+    for path in dict.fromkeys(rule_files):
+        proc = subprocess.run(  # noqa: S603 - our own promtool on a file named by the user
+            [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+        )
+        if proc.returncode != 0:
+            lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines()]
+            found = [line.removeprefix(f"{path}: ") for line in lines if line and line != "FAILED:"]
+            found = [line for line in dict.fromkeys(found) if not line.startswith("Checking ")]
+            out[path] = "; ".join(found)[:400] or f"promtool check rules exited {proc.returncode}"
+    return out
+
+
 def group_names(rule_files: Sequence[Path]) -> list[str]:
     """Every rule group's name, in the order the files and their groups are given, each once.
 
