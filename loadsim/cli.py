@@ -710,12 +710,12 @@ def _verify_problems(args: argparse.Namespace, rule_sets: Sequence[Sequence[Path
     positive_option("--rate", args.rate, parse_rate, problems)
     _check_output_dir(args.export, "--export", problems)
     try:
-        find_promtool()
+        promtool = find_promtool()
     except PromtoolError as e:
         problems.append(Problem("promtool", "", str(e)))
     else:
         if not unreadable:  # every file there and readable: promtool says whether it is a rule file
-            for path, why in rule_file_problems([p for rules in rule_sets for p in rules]).items():
+            for path, why in rule_file_problems([p for rules in rule_sets for p in rules], promtool).items():
                 problems.append(Problem("--rules", "", f"{path}: {why}; expected a Prometheus rule file"))
     _check_output(args.junit, "--junit", problems)
     return problems

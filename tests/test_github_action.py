@@ -334,7 +334,8 @@ def scenario_step(
     *,
     duration: str,
     overrides: dict[str, str],
-    **kwargs: Any,
+    timeout: float = 60,
+    cancel: threading.Event | None = None,
 ) -> Background:
     """The workflow's scenario job, dispatched for error-rate-crit against the stack's Pushgateway."""
     return in_background(
@@ -342,7 +343,7 @@ def scenario_step(
         workspace=repo, runner_temp=tmp_path / "runner", event_name="workflow_dispatch",
         inputs={"scenario": "error-rate-crit", "duration": duration},
         variables={"PUSHGATEWAY_URL": stack.pushgateway.url},
-        overrides=overrides, path=[BIN], **{"timeout": 60, **kwargs},
+        overrides=overrides, path=[BIN], timeout=timeout, cancel=cancel,
     )  # fmt: skip
 
 

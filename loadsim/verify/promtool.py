@@ -139,18 +139,17 @@ class PromtoolCase:
         }
 
 
-def rule_file_problems(rule_files: Sequence[Path], promtool: str | None = None) -> dict[Path, str]:
+def rule_file_problems(rule_files: Sequence[Path], promtool: str) -> dict[Path, str]:
     """What ``promtool check rules`` finds wrong with each file, checked before a run (empty when all are fine).
 
     The file's own words from promtool (its YAML error, the empty group name, the PromQL
     that does not parse), on one line, so a bad file is refused up front instead of
     failing the matrix after its runs.
     """
-    tool = promtool or find_promtool()
     out: dict[Path, str] = {}
     for path in dict.fromkeys(rule_files):
         proc = subprocess.run(  # noqa: S603 - our own promtool on a file named by the user
-            [tool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
+            [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60, check=False
         )
         if proc.returncode != 0:
             lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines()]
